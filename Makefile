@@ -1,0 +1,41 @@
+# Every target creates .venv when it is missing and installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# One BLAS/OpenMP thread per process unless the caller says otherwise; Dask
+# workers are processes, so the pool, not BLAS, uses the cores.
+export OMP_WAIT_POLICY ?= PASSIVE
+export MLFLOW_ENABLE_TELEMETRY ?= false
+export DO_NOT_TRACK ?= true
+
+.PHONY: test bench run ui lint clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev,compare]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not gpu" -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/kernels.py
+	@if [ -f benchmarks/data.py ]; then $(PY) benchmarks/data.py; fi
+	@if [ -f benchmarks/pipeline.py ]; then $(PY) benchmarks/pipeline.py; fi
+	@if [ -f benchmarks/load.py ]; then $(PY) benchmarks/load.py; fi
+
+run: $(STAMP)
+	$(VENV)/bin/neuroliquid
+
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
+	    --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	    --default-artifact-root $(CURDIR)/mlruns/artifacts
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check kernels pipeline tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)
