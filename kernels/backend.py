@@ -67,6 +67,14 @@ _REGISTRY: dict[str, str] = {
 }
 
 
+# Options each backend understands; "auto" passes a backend only its own, so
+# ``get_backend("auto", threads=1)`` works whichever is chosen.
+_OPTIONS: dict[str, frozenset[str]] = {
+    "numpy": frozenset({"threads"}),
+    "cupy": frozenset({"device_id"}),
+}
+
+
 def _load(name: str, reason: str, **options: Any) -> Backend:
     module, cls = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), cls)(reason=reason, **options)
@@ -105,7 +113,12 @@ def get_backend(name: str = "auto", **options: Any) -> Backend:
     """
     if name == "auto":
         ok, why = cuda_probe()
-        return _load("cupy" if ok else "numpy", f"auto: {why}", **options)
+        chosen = "cupy" if ok else "numpy"
+        unknown = set(options) - _OPTIONS["numpy"] - _OPTIONS["cupy"]
+        if unknown:
+            raise BackendError(f"unknown backend option(s) {sorted(unknown)}")
+        mine = {k: v for k, v in options.items() if k in _OPTIONS[chosen]}
+        return _load(chosen, f"auto: {why}", **mine)
     if name not in _REGISTRY:
         raise BackendError(f"unknown backend {name!r}; choose one of 'auto', {', '.join(map(repr, _REGISTRY))}")
     if name == "cupy":

@@ -1,0 +1,184 @@
+"""Data benchmark: generation MB/s, and read + align + validate sequences/s on one core.
+
+Workload (issue #3): micro-batches of 256 recordings x 10 model steps swept over a
+synthetic store in plan order with a fresh reader (so the timestamp index and shard
+checks are paid inside the figure), then a second, warm sweep; plus the latency of one
+load-test window (1 recording x 10 steps) on a fresh reader.  A sequence is one
+recording x 10 steps.  The target: >= 10x the NumPy fusion network's seq/s on the same
+single core, measured here on the same batches (interleaved, best of repeats).
+
+Writes benchmarks/results/data.json and logs one MLflow run (experiment
+"neuroliquid-bench", sqlite store under mlruns/) with log_batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one core means one BLAS thread (numpy is imported later)
+
+REPO = Path(__file__).resolve().parents[1]
+# `python benchmarks/data.py` puts benchmarks/ first on sys.path, where kernels.py would
+# shadow the kernels package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
+def bench_generate(path: Path, recordings: int, duration_s: float, workers: int, layout: dict) -> dict:
+    from pipeline.config import DataConfig, StoreLayout
+    from pipeline.data.generator import generate_store
+
+    cfg = DataConfig(path=str(path), recordings=recordings, duration_s=duration_s, seed=0, workers=workers,
+                     overwrite=True, layout=StoreLayout(**{k: v for k, v in layout.items() if v is not None}))
+    cfg.validate()
+    return generate_store(cfg, progress=False)
+
+
+def bench_read(path: Path, batch: int, steps: int, repeats: int) -> dict:
+    """Sweeps of the whole store in plan order, each on a fresh reader (best of ``repeats``).
+
+    A fresh reader pays the timestamp index, the shard checks and every zarr read inside
+    the figure; only the OS page cache is warm.  ``readahead`` on is what a batch run
+    does (the blocks of a recording group come in order); off reads each block alone.
+    """
+    from pipeline.data import StoreReader, plan_batches, read_batch
+
+    plan = plan_batches(str(path), batch, steps)
+    n_seq = sum(mb.recordings[1] - mb.recordings[0] for mb in plan)
+    out = {"batches": len(plan), "sequences": n_seq}
+    for label, readahead in (("readahead", True), ("no_readahead", False)):
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            reader = StoreReader(path, readahead=readahead)
+            for mb in plan:
+                read_batch(mb, "fail", reader=reader)
+            best = min(best, time.perf_counter() - t0)
+        out[f"{label}_seq_s"], out[f"{label}_ms_per_batch"] = n_seq / best, 1e3 * best / len(plan)
+    mb0 = plan[len(plan) // 2]
+    one = type(mb0)(mb0.store, (7, 8), mb0.steps, mb0.block)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        read_batch(one, reader=StoreReader(path, readahead=False))
+        best = min(best, time.perf_counter() - t0)
+    out["window_fresh_reader_ms"] = 1e3 * best
+    reader = StoreReader(path, readahead=False)
+    read_batch(one, reader=reader)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        read_batch(one, reader=reader)
+    out["window_open_reader_ms"] = 1e3 * (time.perf_counter() - t0) / 20
+    out["bytes_on_disk"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return out
+
+
+def bench_network(path: Path, batch: int, steps: int, repeats: int) -> dict:
+    """NumPy fusion network forward on one aligned batch (seq/s), or why it could not run."""
+    try:
+        from kernels import get_backend
+        from kernels.fusion_state import FusionConfig
+        from kernels.network import FusionNetwork
+    except Exception as exc:  # the kernels package is developed in parallel
+        return {"seq_s": None, "why": f"{type(exc).__name__}: {exc}"}
+    from pipeline.data import StoreReader, plan_batches, read_batch
+
+    b = read_batch(plan_batches(str(path), batch, steps)[1], reader=StoreReader(path))
+    net = FusionNetwork.init(FusionConfig(), get_backend("numpy"))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        net.forward(b.camera, b.lidar, b.imu, camera_valid=b.camera_valid, lidar_valid=b.lidar_valid,
+                    imu_valid=b.imu_valid)
+        best = min(best, time.perf_counter() - t0)
+    return {"seq_s": batch / best, "why": "FusionNetwork() default config, numpy backend"}
+
+
+def log_mlflow(workload: dict, flat: dict, json_path: Path) -> str | None:
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    mlflow.set_tracking_uri(f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}")
+    if mlflow.get_experiment_by_name("neuroliquid-bench") is None:
+        mlflow.create_experiment("neuroliquid-bench", artifact_location=(REPO / "mlruns" / "artifacts").as_uri())
+    mlflow.set_experiment("neuroliquid-bench")
+    now = int(time.time() * 1000)
+    with mlflow.start_run(run_name="data") as run:
+        mlflow.tracking.MlflowClient().log_batch(
+            run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in flat.items() if v is not None],
+            params=[Param(k, str(v)) for k, v in workload.items()])
+        mlflow.log_artifact(str(json_path))
+    return run.info.run_id
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recordings", type=int, default=256)
+    ap.add_argument("--duration-s", type=float, default=20.0)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunk-recordings", type=int, default=None, help="default: StoreLayout's")
+    ap.add_argument("--chunk-seconds", type=float, default=None)
+    ap.add_argument("--shard-recordings", type=int, default=None)
+    ap.add_argument("--shard-seconds", type=float, default=None)
+    ap.add_argument("--compressor", default=None, choices=["none", "lz4", "zstd"])
+    ap.add_argument("--core", type=int, default=0, help="the one core the read benchmark runs on")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "data.json")
+    ap.add_argument("--no-mlflow", action="store_true")
+    a = ap.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="neuroliquid-bench-"))
+    try:
+        store = tmp / "bench.zarr"
+        layout = {"chunk_recordings": a.chunk_recordings, "chunk_seconds": a.chunk_seconds,
+                  "shard_recordings": a.shard_recordings, "shard_seconds": a.shard_seconds, "compressor": a.compressor}
+        gen = bench_generate(store, a.recordings, a.duration_s, workers=0, layout=layout)
+        os.sched_setaffinity(0, {a.core})  # the read and the network: one core, after generation
+        import zarr
+
+        zarr.config.set({"threading.max_workers": 1})
+        read = bench_read(store, a.batch, a.steps, a.repeats)
+        net = bench_network(store, a.batch, a.steps, a.repeats)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratio = read["readahead_seq_s"] / net["seq_s"] if net["seq_s"] else None
+    load = os.getloadavg()
+    workload = {"recordings": a.recordings, "duration_s": a.duration_s, "batch": a.batch, "steps": a.steps, **layout,
+                "cores_generate": os.cpu_count(), "cores_read": 1, "target_ratio": 10}
+    print(f"generate   {gen['bytes'] / 1e6:8.1f} MB in {gen['seconds']:6.1f} s  {gen['mb_per_s']:8.1f} MB/s "
+          f"({os.cpu_count()} cores, {gen['groups']} groups)")
+    for label in ("readahead", "no_readahead"):
+        print(f"read+align+validate {a.batch}x{a.steps} {label:<13} {read[label + '_seq_s']:10.0f} seq/s "
+              f"({read[label + '_ms_per_batch']:.2f} ms/batch, fresh reader per sweep, 1 core)")
+    print(f"one window 1x{a.steps}: fresh reader {read['window_fresh_reader_ms']:.1f} ms, "
+          f"open reader {read['window_open_reader_ms']:.2f} ms")
+    if net["seq_s"]:
+        verdict = "meets" if ratio >= 10 else "MISSES"
+        print(f"numpy network {net['seq_s']:10.0f} seq/s  -> data (read-ahead) / network {ratio:5.1f}x "
+              f"({verdict} the 10x target)")
+    else:
+        print(f"numpy network not measured: {net['why']}")
+    if load[0] > 1.5:
+        print(f"note: load average {load[0]:.1f} on {os.cpu_count()} cores: other work shares this machine")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"workload": workload, "generate": gen, "read": read, "network": net,
+                                 "ratio": ratio, "load_average": load}, indent=2, default=str))
+    flat = {"generate_mb_s": gen["mb_per_s"], "read_readahead_seq_s": read["readahead_seq_s"],
+            "read_no_readahead_seq_s": read["no_readahead_seq_s"],
+            "window_fresh_reader_ms": read["window_fresh_reader_ms"], "window_open_reader_ms": read["window_open_reader_ms"],
+            "network_seq_s": net["seq_s"], "data_over_network": ratio}
+    run_id = None if a.no_mlflow else log_mlflow(workload, flat, a.out)
+    print(f"wrote {a.out}" + (f"; mlflow run {run_id}" if run_id else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Pickle-free save and load of parameter records (ncps#36: users need weights, not pickles).
+
+The format is chosen by the file suffix:
+
+* ``.npz``  -- ``numpy.savez``; read back with ``allow_pickle=False``.  Metadata is one
+  JSON string stored as the 0-d unicode array ``__metadata__``.
+* ``.safetensors`` -- ``safetensors.numpy``; metadata in the safetensors header.
+
+Arrays are stored under explicit names (``w_x``, ``backbone.0.w``, ``sensory_mu`` ...), in
+their own dtype, so a file written from a float32 model loads as float32.  Metadata holds
+the family (``cfc``, ``ltc``, ``lif``) and the non-array fields (mode, activation,
+ode_unfolds, epsilon, reset_mechanism).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kernels.params import CfCParams, LIFParams, LTCParams
+
+FORMAT = "neuroliquid-params/1"
+_META_KEY = "__metadata__"
+_FAMILIES = {"cfc": CfCParams, "ltc": LTCParams, "lif": LIFParams}
+_SCALARS = {"mode", "activation", "reset_mechanism", "ode_unfolds", "epsilon"}
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".safetensors"):
+        raise ValueError(f"weights file {str(path)!r}: unknown suffix {suffix!r}; use '.npz' or '.safetensors'")
+    return suffix
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> Path:
+    """Write named arrays (and string metadata) to ``path`` (.npz or .safetensors)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+    arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in arrays.items()}
+    if _META_KEY in arrays:
+        raise ValueError(f"save_arrays: {_META_KEY!r} is a reserved name")
+    if suffix == ".npz":
+        with open(path, "wb") as fh:  # an open file keeps numpy from appending ".npz" twice
+            np.savez(fh, **arrays, **{_META_KEY: np.array(json.dumps(metadata))})
+    else:
+        from safetensors.numpy import save_file  # noqa: PLC0415  (product dependency, loaded on use)
+
+        save_file(arrays, str(path), metadata=metadata)
+    return path
+
+
+def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read ``(arrays, metadata)`` written by :func:`save_arrays` (no pickle is ever loaded)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays.pop(_META_KEY))) if _META_KEY in arrays else {}
+        return arrays, meta
+    from safetensors import safe_open  # noqa: PLC0415
+
+    with safe_open(str(path), framework="np") as fh:
+        return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})
+
+
+def _flatten(params: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    family = next((name for name, cls in _FAMILIES.items() if isinstance(params, cls)), None)
+    if family is None:
+        raise TypeError(f"save_params: expected CfCParams, LTCParams or LIFParams, got {type(params).__name__}")
+    arrays, meta = {}, {"format": FORMAT, "family": family}
+    for f in fields(params):
+        value = getattr(params, f.name)
+        if f.name in _SCALARS:
+            meta[f.name] = json.dumps(value)
+        elif f.name == "backbone":
+            meta["backbone_layers"] = json.dumps(len(value))
+            for k, (w, b) in enumerate(value):
+                arrays[f"backbone.{k}.w"], arrays[f"backbone.{k}.b"] = w, b
+        elif value is not None:
+            arrays[f.name] = np.asarray(value)
+    return arrays, meta
+
+
+def save_params(path: str | Path, params: CfCParams | LTCParams | LIFParams) -> Path:
+    """Save a parameter record with its family and settings; the suffix picks the format."""
+    arrays, meta = _flatten(params)
+    return save_arrays(path, arrays, meta)
+
+
+def load_params(path: str | Path) -> CfCParams | LTCParams | LIFParams:
+    """Load a record saved by :func:`save_params`.
+
+    Raises
+    ------
+    ValueError
+        Unknown suffix, or a file that is not a neuroliquid parameter file.
+    KeyError
+        A required array or metadata entry is missing (the message lists what was found).
+    """
+    arrays, meta = load_arrays(path)
+    family = meta.get("family")
+    if meta.get("format") != FORMAT or family not in _FAMILIES:
+        raise ValueError(f"{str(path)!r} is not a {FORMAT} file (metadata: {meta})")
+
+    def need(key: str, store: dict) -> Any:
+        if key not in store:
+            raise KeyError(f"{str(path)!r}: {family} parameters need {key!r}; found {sorted(store)}")
+        return store[key]
+
+    cls, kwargs = _FAMILIES[family], {}
+    for f in fields(cls):
+        if f.name in _SCALARS:
+            kwargs[f.name] = json.loads(need(f.name, meta))
+        elif f.name == "backbone":
+            n = json.loads(need("backbone_layers", meta))
+            kwargs[f.name] = tuple((need(f"backbone.{k}.w", arrays), need(f"backbone.{k}.b", arrays)) for k in range(n))
+        elif f.name in arrays:
+            kwargs[f.name] = arrays[f.name]
+        elif family == "cfc" and f.name not in ("w_x", "b_x", "w_h"):
+            kwargs[f.name] = None  # optional arrays (heads, pure mode, projection) are absent when None
+        else:
+            need(f.name, arrays)
+    if family == "cfc" and kwargs["mode"] == "pure":
+        need("w_tau", arrays), need("A", arrays)
+    return cls(**kwargs)

@@ -1,0 +1,48 @@
+"""Entry point of the Hydra app ``neuroliquid``: ``neuroliquid task=<name> [overrides]``.
+
+Thin on purpose (Dask workers re-import it): compose the config, convert it to the
+typed dataclasses once, validate it (paths become absolute), and call the task.
+Tasks are named ``"module:function"`` and imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import PROJECT_ROOT, Config
+
+TASKS: dict[str, str] = {
+    "run": "pipeline.run:run",
+    "generate": "pipeline.data.cli:generate",
+    "check": "pipeline.data.cli:check",
+}
+
+
+def run_task(cfg: Config):
+    """Validate ``cfg`` and run its task; returns what the task returns."""
+    cfg.validate(TASKS)
+    module, func = TASKS[cfg.task].split(":")
+    return getattr(importlib.import_module(module), func)(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
+def main(dcfg: DictConfig) -> None:
+    """Hydra entry: ``DictConfig`` -> :class:`pipeline.config.Config` -> task."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    cfg = OmegaConf.to_object(dcfg)
+    assert isinstance(cfg, Config)
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN and not cfg.tracking.parent_run_id:
+        from pipeline.callbacks import read_parent_run_id
+
+        cfg.tracking.parent_run_id = read_parent_run_id(hc.sweep.dir)
+    run_task(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Hydra callbacks.  ``-m`` sweeps: one MLflow parent run per multirun.
+
+``on_multirun_start`` creates the parent run once and writes its id to
+``<sweep dir>/mlflow_parent_run_id``; each job reads that file and passes it
+explicitly as ``parent_run_id`` (never through ``MLFLOW_RUN_ID``, which overrides
+nesting: mlflow#15713).  ``on_multirun_end`` closes the parent with the jobs' outcome.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+PARENT_FILE = "mlflow_parent_run_id"
+
+
+def parent_file(sweep_dir: str | Path) -> Path:
+    return Path(sweep_dir) / PARENT_FILE
+
+
+def read_parent_run_id(sweep_dir: str | Path) -> str | None:
+    f = parent_file(sweep_dir)
+    return f.read_text().strip() if f.is_file() else None
+
+
+class MlflowParentRun(Callback):
+    """Creates the sweep's parent run; jobs nest under it."""
+
+    def __init__(self) -> None:
+        self.tracker = None
+        self.failed = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from pipeline.tracking import Tracker
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = list(config.hydra.overrides.task)
+        self.tracker = Tracker(
+            config.tracking.uri, config.tracking.experiment,
+            run_name=f"sweep {' '.join(overrides)}"[:200],
+            artifact_root=Path(config.tracking.artifact_dir),
+            tags={"neuroliquid.sweep": "parent", "neuroliquid.sweep_dir": str(sweep_dir)},
+        )
+        self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
+        parent_file(sweep_dir).write_text(self.tracker.run_id)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        if getattr(job_return, "status", None) == JobStatus.FAILED:
+            self.failed = True
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.tracker is not None:
+            self.tracker.end("FAILED" if self.failed else "FINISHED")

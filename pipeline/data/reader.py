@@ -1,0 +1,215 @@
+"""An open recording store for workers: schema checked once, metadata and timestamps cached.
+
+A worker keeps one :class:`StoreReader` per store (see :func:`open_reader`).  Per-recording
+metadata is read once; each modality's timestamps are read once per group of recordings
+(they are the seek index into the sensor arrays: 8 bytes per sample) and kept in a
+bounded LRU cache; each shard's presence and index are verified once.  Sensor data is
+read per micro-batch as one slab per variable: the batch's rows times the span of
+samples its steps use.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.align import RowIndex
+from pipeline.data.errors import SchemaError, SensorDataError
+from pipeline.data.schema import MODALITIES, NS, VARIABLES
+from pipeline.data.store import chunk_problems, open_dataset, zarr_arrays
+from pipeline.data.validate import clean_times, timestamp_problems, validate_schema
+
+
+class StoreReader:
+    """Read-side handle on one store (``path``); safe to reuse across micro-batches.
+
+    ``cache_bytes`` bounds each cache (timestamp indexes; read-ahead time shards).
+    ``readahead`` fetches whole time shards of a batch's rows and serves the following
+    blocks of those recordings from memory (batch runs read blocks in order).
+    """
+
+    def __init__(self, path: str | Path, cache_bytes: int = 512 * 2**20, readahead: bool = True) -> None:
+        self.path = Path(path).resolve()
+        self.ds = open_dataset(self.path)
+        validate_schema(self.ds)
+        self.arrays = zarr_arrays(self.path)
+        self.attrs = dict(self.ds.attrs)
+        self.n_recordings = self.ds.sizes["recording"]
+        self.step_ns = int(round(NS / float(self.attrs["targets_rate_hz"])))
+        self.meta = {n: self._read_meta(n) for n in ("t_start", "n_steps", *(m.count for m in MODALITIES.values()))}
+        for m in MODALITIES.values():
+            over = np.nonzero((self.meta[m.count] < 0) | (self.meta[m.count] > self.ds.sizes[m.dim]))[0]
+            if over.size:
+                raise SchemaError(m.count, f"valid count outside [0, {self.ds.sizes[m.dim]}]", recordings=over)
+        self.readahead = readahead
+        self._slabs: OrderedDict = OrderedDict()  # (var, r0, r1, i0, i1) -> decoded time shard
+        self._slab_bytes = 0
+        self._times: OrderedDict = OrderedDict()
+        self._cache_bytes, self._cached = cache_bytes, 0
+        self._verified: dict[str, set] = {n: set() for n in VARIABLES}
+
+    def _read_meta(self, name: str) -> np.ndarray:
+        problems = chunk_problems(self.path, self.arrays[name], name)
+        if problems:
+            raise SensorDataError(problems[0][0], name, "per-recording metadata chunk absent or truncated",
+                                  recordings=range(problems[0][1].start, problems[0][1].stop))
+        return np.asarray(self.ds.variables[name].values)
+
+    def rate(self, modality: str) -> float:
+        """Nominal rate (Hz) of ``modality`` from the store's attrs."""
+        return float(self.attrs[MODALITIES[modality].rate_attr])
+
+    def read(self, name: str, rows: slice, span: slice | None = None, quarantine: bool = False):
+        """Values of ``name`` over rows x span (first two dims), checking its chunks first.
+
+        Returns ``(values, bad_rows)``: ``bad_rows (len(rows),)`` marks rows whose chunks are
+        missing or unreadable (filled with the variable's fill value) -- only possible with
+        ``quarantine``; otherwise the problem raises :class:`SensorDataError`.
+        """
+        arr, var = self.arrays[name], self.ds.variables[name]
+        span = span if span is not None else slice(0, var.shape[1])
+        problems = chunk_problems(self.path, arr, name, rows, span, verified=self._verified[name])
+        bad = np.zeros(rows.stop - rows.start, bool)
+        for kind, rs, ts in problems:
+            if not quarantine:
+                raise self._chunk_error(kind, name, rs, ts)
+            bad[max(rs.start, rows.start) - rows.start: min(rs.stop, rows.stop) - rows.start] = True
+        key = (rows, span) if var.ndim > 1 else (rows,)
+        if not bad.any():
+            try:
+                return np.asarray(var[key].values), bad
+            except Exception as exc:  # corrupt chunk bytes that the index did not reveal
+                if not quarantine:
+                    raise self._chunk_error("unreadable-chunk", name, rows, span, exc) from exc
+        out = np.full(var[key].shape, VARIABLES[name].fill, var.dtype)
+        step = arr.chunks[0]
+        for a in range(rows.start - rows.start % step, rows.stop, step):
+            sub = slice(max(a, rows.start), min(a + step, rows.stop))
+            if bad[sub.start - rows.start: sub.stop - rows.start].any():
+                continue
+            try:
+                out[sub.start - rows.start: sub.stop - rows.start] = var[(sub, span)[: var.ndim]].values
+            except Exception:
+                bad[sub.start - rows.start: sub.stop - rows.start] = True
+        return out, bad
+
+    def read_many(self, rows: slice, spans: dict[str, slice], quarantine: bool = False) -> dict:
+        """:meth:`read` of several variables over the same rows, fetched concurrently.
+
+        One round trip to zarr's event loop per micro-batch instead of one per variable
+        (each round trip costs a thread hand-off, which dominates small reads).  With
+        read-ahead, whole time shards of the rows are fetched and kept (LRU, bounded), so
+        the next blocks of the same recordings -- the next micro-batches of a batch run --
+        are served from memory.  Variables with chunk problems take the per-chunk path.
+        """
+        import asyncio  # noqa: PLC0415
+
+        from zarr.core.sync import sync  # noqa: PLC0415  (zarr's own sync bridge)
+
+        out, plans, fetch = {}, {}, {}
+        for name, span in spans.items():
+            arr = self.arrays[name]
+            shard = (arr.shards or arr.chunks)[1] if self.readahead else None
+            region = span if shard is None else slice(span.start - span.start % shard,
+                                                      min(-(-span.stop // shard) * shard, arr.shape[1]))
+            if chunk_problems(self.path, arr, name, rows, region, verified=self._verified[name]):
+                out[name] = self.read(name, rows, span, quarantine)
+                continue
+            if shard is None:
+                fetch[(name, rows.start, rows.stop, span.start, span.stop)] = (name, span)
+                plans[name] = [((name, rows.start, rows.stop, span.start, span.stop), span.start)]
+                continue
+            plans[name] = []
+            for j0 in range(region.start, max(region.stop, region.start + 1), shard):
+                key = (name, rows.start, rows.stop, j0, min(j0 + shard, arr.shape[1]))
+                plans[name].append((key, j0))
+                if key not in self._slabs:
+                    fetch[key] = (name, slice(j0, key[4]))
+
+        async def get():
+            return await asyncio.gather(*(self.arrays[n]._async_array.getitem((rows, sl)) for n, sl in fetch.values()),
+                                        return_exceptions=True)
+
+        failed = set()
+        for key, values in zip(fetch, sync(get()) if fetch else [], strict=True):
+            if isinstance(values, Exception):
+                failed.add(key[0])
+            else:
+                self._remember(self._slabs, key, np.asarray(values))
+        for name, parts in plans.items():
+            span = spans[name]
+            if name in failed:
+                out[name] = self.read(name, rows, span, quarantine)
+                continue
+            pieces = []
+            for key, j0 in parts:
+                slab = self._slabs[key] if key in self._slabs else None
+                if slab is None:  # evicted while assembling: fetch plainly
+                    slab = np.asarray(self.arrays[name][rows, key[3]:key[4]])
+                pieces.append(slab[:, max(span.start, j0) - j0: max(min(span.stop, key[4]) - j0, 0)])
+            values = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+            out[name] = (values, np.zeros(rows.stop - rows.start, bool))
+        if not self.readahead:
+            self._slabs.clear()
+        return out
+
+    def _remember(self, cache: OrderedDict, key, value: np.ndarray) -> None:
+        cache[key] = value
+        self._slab_bytes += value.nbytes
+        while self._slab_bytes > self._cache_bytes and len(cache) > 1:
+            _, old = cache.popitem(last=False)
+            self._slab_bytes -= old.nbytes
+
+    def _chunk_error(self, kind, name, rs: slice, ts: slice, exc=None) -> SensorDataError:
+        dim = VARIABLES[name].dims[1] if len(VARIABLES[name].dims) > 1 else None
+        rate = {m.dim: self.rate(k) for k, m in MODALITIES.items()} | {"step": float(self.attrs["targets_rate_hz"])}
+        time_s = (ts.start / rate[dim], ts.stop / rate[dim]) if dim in rate else None
+        why = f"; {type(exc).__name__}: {exc}" if exc is not None else ""
+        return SensorDataError(kind, name, f"chunk rows {rs.start}..{rs.stop - 1}, {dim or 'index'} "
+                               f"{ts.start}..{ts.stop - 1} (time approx. from the nominal rate){why}",
+                               recordings=range(rs.start, rs.stop), time_s=time_s)
+
+    def timestamps(self, modality: str, rows: slice, quarantine: bool = False):
+        """Cached ``(index, spans)`` of one modality's timestamps for recordings ``rows``.
+
+        ``index`` is a :class:`RowIndex` over the timestamps, searchable even where the raw
+        ones repeat or go back (running maximum); ``spans`` maps row -> [(lo_ns, hi_ns)] time spans spoiled by bad timestamps
+        (including rows whose timestamp chunks are missing: one span covering everything).
+        """
+        key = (modality, rows.start, rows.stop, quarantine)
+        if key in self._times:
+            self._times.move_to_end(key)
+            return self._times[key]
+        m = MODALITIES[modality]
+        counts = self.meta[m.count][rows]
+        t, bad_rows = self.read(m.time, rows, slice(0, max(int(counts.max(initial=0)), 1)), quarantine)
+        _, bad = timestamp_problems(t, counts, self.meta["t_start"][rows], np.arange(rows.start, rows.stop), m.time)
+        bad[bad_rows] = False
+        t_clean, spans = clean_times(t, counts, bad)
+        for r in np.nonzero(bad_rows)[0]:
+            spans[int(r)] = [(np.iinfo(np.int64).min, np.iinfo(np.int64).max)]
+        entry = (RowIndex(t_clean, counts), spans)
+        self._times[key] = entry
+        self._cached += entry[0].flat.nbytes
+        while self._cached > self._cache_bytes and len(self._times) > 1:
+            _, old = self._times.popitem(last=False)
+            self._cached -= old[0].flat.nbytes
+        return entry
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_reader(path: str, stamp: int) -> StoreReader:
+    return StoreReader(path)
+
+
+def open_reader(path: str | Path) -> StoreReader:
+    """A per-process shared :class:`StoreReader`, reopened when the store is rewritten."""
+    p = Path(path).resolve()
+    try:
+        stamp = (p / "zarr.json").stat().st_mtime_ns
+    except FileNotFoundError:
+        return StoreReader(p)  # raises a SchemaError naming the missing store
+    return _cached_reader(str(p), stamp)

@@ -1,0 +1,168 @@
+"""The run's output store: ``data/outputs/<run>.zarr``, written exactly once per region.
+
+The client creates every array, coordinate and attribute once (``create``) before any
+task runs.  A region is one (recording group, time block); every output variable's chunk
+grid is aligned to that region grid (and no shards span two regions), so no two tasks
+ever write the same chunk file and a retried task rewrites the same bytes.  Workers
+open the store read-write (``open_region_writer``) and only write chunk data: never
+metadata.  The completion marker ``done(group, block)`` (one chunk per region) is written
+after the region's data and state, so ``resume`` re-executes exactly the regions whose
+marker is missing.
+
+Layout (an xarray Dataset that opens with ``xr.open_zarr``)::
+
+    y(recording, step, output)          float32  readout per model step (NaN where invalid)
+    spikes(recording, step)             float32  spikes of the spiking layer per step
+    valid(recording, step)              bool     False: padding past the end, quarantined
+    quarantined(recording, block)       bool     the block was masked by the quarantine policy
+    restarted(recording, block)         bool     state restarted from zero at this block
+    state_<name>(recording, block, ...) final state of each block (neurons and encoders)
+    done(group, block)                  bool     completion marker, one chunk per region
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class ResumeError(RuntimeError):
+    """An existing output store does not belong to the run that tries to resume it."""
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    n_recordings: int
+    n_steps: int
+    recordings_per_group: int
+    steps_per_block: int
+    n_outputs: int
+    state_specs: tuple[tuple[str, tuple[int, ...], str], ...]  # (name, trailing shape, dtype)
+
+    @property
+    def n_groups(self) -> int:
+        return -(-self.n_recordings // self.recordings_per_group)
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_steps // self.steps_per_block)
+
+    def recordings(self, g: int) -> slice:
+        r0 = g * self.recordings_per_group
+        return slice(r0, min(r0 + self.recordings_per_group, self.n_recordings))
+
+    def steps(self, k: int) -> slice:
+        s0 = k * self.steps_per_block
+        return slice(s0, min(s0 + self.steps_per_block, self.n_steps))
+
+
+def _template(layout: OutputLayout, step_ns: np.ndarray, recording_ids: np.ndarray, attrs: dict):
+    import dask.array as da
+    import xarray as xr
+
+    R, S, O = layout.n_recordings, layout.n_steps, layout.n_outputs
+    rg, sb = layout.recordings_per_group, layout.steps_per_block
+    G, K = layout.n_groups, layout.n_blocks
+    data = {
+        "y": (("recording", "step", "output"), da.full((R, S, O), np.nan, dtype="f4", chunks=(rg, sb, O))),
+        "spikes": (("recording", "step"), da.zeros((R, S), dtype="f4", chunks=(rg, sb))),
+        "valid": (("recording", "step"), da.zeros((R, S), dtype=bool, chunks=(rg, sb))),
+        "quarantined": (("recording", "block"), da.zeros((R, K), dtype=bool, chunks=(rg, 1))),
+        "restarted": (("recording", "block"), da.zeros((R, K), dtype=bool, chunks=(rg, 1))),
+        "done": (("group", "block"), da.zeros((G, K), dtype=bool, chunks=(1, 1))),
+    }
+    for name, shape, dtype in layout.state_specs:
+        dims = ("recording", "block") + tuple(f"{name}_dim{i}" for i in range(len(shape)))
+        data[f"state_{name}"] = (dims, da.zeros((R, K, *shape), dtype=dtype, chunks=(rg, 1, *shape)))
+    coords = {
+        "recording": recording_ids,
+        "step": np.arange(S),
+        "t_step": (("step",), step_ns.astype("i8"), {"units": "ns", "long_name": "step time from recording start"}),
+        "block": np.arange(K),
+        "group": np.arange(G),
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def create(path: Path, layout: OutputLayout, *, step_ns: np.ndarray, recording_ids: np.ndarray,
+           fingerprints: dict[str, str], attrs: dict | None = None) -> None:
+    """Client side, once: write every array's metadata and the coordinates; no chunk data."""
+    ds = _template(layout, step_ns, recording_ids, {
+        **(attrs or {}),
+        "fingerprints": json.dumps(fingerprints, sort_keys=True),
+        "layout": json.dumps({k: v for k, v in layout.__dict__.items() if k != "state_specs"}),
+    })
+    encoding = {v: {"chunks": ds[v].data.chunksize} for v in ds.data_vars}
+    with warnings.catch_warnings():
+        # Consolidated metadata is a zarr-python extension to v3; it lets xr.open_zarr
+        # open the store in one read.  The client writes all metadata once, so it is exact.
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=encoding,
+                   write_empty_chunks=True, consolidated=True)
+
+
+def check_resumable(path: Path, fingerprints: dict[str, str]) -> None:
+    """Refuse a store whose config, weights or input store differ from this run's."""
+    import zarr
+
+    if not Path(path).exists():
+        raise ResumeError(f"resume: no output store at {path}")
+    stored = json.loads(zarr.open_group(str(path), mode="r").attrs.get("fingerprints", "{}"))
+    diff = sorted(k for k in set(stored) | set(fingerprints) if stored.get(k) != fingerprints.get(k))
+    if diff:
+        raise ResumeError(
+            f"resume: {path} was written by a different run: {', '.join(diff)} differ "
+            f"(stored {[stored.get(k) for k in diff]}, now {[fingerprints.get(k) for k in diff]})"
+        )
+
+
+def done_regions(path: Path) -> np.ndarray:
+    """(n_groups, n_blocks) bool: regions whose completion marker is written."""
+    import zarr
+
+    return np.asarray(zarr.open_group(str(path), mode="r")["done"][...], dtype=bool)
+
+
+class RegionWriter:
+    """Worker side: reads block state and writes one region's chunks; never metadata."""
+
+    def __init__(self, path: str | Path) -> None:
+        import zarr
+
+        self.group = zarr.open_group(str(path), mode="r+")
+        self.layout = OutputLayout(**json.loads(self.group.attrs["layout"]),
+                                   state_specs=self._specs())
+
+    def _specs(self) -> tuple:
+        return tuple(
+            (name[len("state_"):], arr.shape[2:], str(arr.dtype))
+            for name, arr in self.group.arrays() if name.startswith("state_")
+        )
+
+    def read_state(self, g: int, k: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Final state of block ``k`` of group ``g`` and that block's quarantine flags."""
+        rs = self.layout.recordings(g)
+        state = {n: np.asarray(self.group[f"state_{n}"][rs, k]) for n, _, _ in self.layout.state_specs}
+        return state, np.asarray(self.group["quarantined"][rs, k])
+
+    def write(self, g: int, k: int, *, y: np.ndarray, spikes: np.ndarray, valid: np.ndarray,
+              quarantined: np.ndarray, restarted: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        """Write region (g, k) and then its completion marker.
+
+        The arrays cover the whole region: (rg, sb, ...) for step variables, (rg, ...) for
+        block variables; a short last group or block is sliced to the store's extent.
+        """
+        rs, ss = self.layout.recordings(g), self.layout.steps(k)
+        nr, ns = rs.stop - rs.start, ss.stop - ss.start
+        self.group["y"][rs, ss] = y[:nr, :ns]
+        self.group["spikes"][rs, ss] = spikes[:nr, :ns]
+        self.group["valid"][rs, ss] = valid[:nr, :ns]
+        self.group["quarantined"][rs, k] = quarantined[:nr]
+        self.group["restarted"][rs, k] = restarted[:nr]
+        for name, arr in state.items():
+            self.group[f"state_{name}"][rs, k] = arr[:nr]
+        self.group["done"][g, k] = True

@@ -1,0 +1,76 @@
+"""Per-worker setup, once: backend, network weights, compiled and warmed kernels.
+
+Weights are loaded on the worker from a path (``.npz`` without pickle, or
+``.safetensors``), never shipped with each task.  The backend is resolved here, once,
+and recorded; a worker asked for ``cupy`` without a GPU fails its setup loudly rather
+than running NumPy behind the user's back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+log = logging.getLogger(__name__)
+
+PLUGIN_NAME = "neuroliquid-setup"
+
+
+class NetworkSetup(WorkerPlugin):
+    """Builds the worker's :class:`kernels.network.FusionNetwork` from a weights file."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self, backend: str, weights_path: str, threads: int = 1, store: str | None = None) -> None:
+        self.backend_name = backend
+        self.weights_path = weights_path
+        self.store = store
+        self.threads = threads
+        self.net = None
+        self.backend = None
+        self.setup_s = float("nan")
+
+    def setup(self, worker) -> None:
+        from kernels import get_backend
+        from kernels.network import FusionNetwork
+
+        t0 = time.perf_counter()
+        opts = {"threads": self.threads} if self.backend_name in ("numpy",) else {}
+        self.backend = get_backend(self.backend_name, **opts)
+        self.net = FusionNetwork.load(self.weights_path, self.backend)
+        _warm_up(self.net)  # compiles and runs every kernel before the first micro-batch
+        if self.store:
+            from pipeline.data import open_reader
+
+            open_reader(self.store)  # schema check and timestamp metadata, once per worker
+        self.setup_s = time.perf_counter() - t0
+        log.info("worker %s: backend %s on %s (%s), setup %.2fs", worker.address,
+                 self.backend.name, self.backend.device, self.backend.reason, self.setup_s)
+
+    def info(self) -> dict:
+        return {"backend": self.backend.name, "device": self.backend.device,
+                "reason": self.backend.reason, "setup_s": self.setup_s}
+
+
+def _warm_up(net) -> None:
+    """One tiny forward (2 recordings x 2 steps) through every layer of the network."""
+    import numpy as np
+
+    c = net.config
+    net.forward(np.zeros((2, 2, *c.camera), np.uint8), np.full((2, 2, c.beams), 5.0, np.float32),
+                np.zeros((2, 2, c.imu_per_step, 6), np.float32))
+    net.backend.synchronize()
+
+
+def worker_network():
+    """The calling worker's network (inside a task)."""
+    from distributed import get_worker
+
+    return get_worker().plugins[PLUGIN_NAME].net
+
+
+def worker_info(dask_worker) -> dict:
+    """For ``client.run``: what each worker resolved."""
+    return dask_worker.plugins[PLUGIN_NAME].info()

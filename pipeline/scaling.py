@@ -1,0 +1,308 @@
+"""Worker-pool scaling: a pure predictive policy, and thin Dask ``Adaptive`` subclasses
+that apply a policy and record every scale event (policy kept apart from mechanism, as
+in ``distributed/deploy/adaptive_core.py``).
+
+Predictive policy, times in seconds on one monotonic clock, rates in requests/s:
+
+    arrivals counted in bins of width D (``bin_s``):  y_k = n_k / D
+    Holt's linear method:  l_k = a y_k + (1 - a)(l_{k-1} + b_{k-1})
+                           b_k = c (l_k - l_{k-1}) + (1 - c) b_{k-1}     (a = alpha, c = beta)
+    forecast  r(t + H) = max(0, l_K + b_K (t + H - m_K) / D)   m_K: middle of the last bin
+    demand    W = r(t + H) * s          busy workers (s: measured service s/request)
+    need      N = ceil(W / u)           clamped to [minimum, maximum]  (u: target utilisation)
+
+Scale up to N when the pool we have or are starting (running + starting - lost) would run
+above ``u (1 + tolerance)`` and ``cooldown_up_s`` has passed since the last event.  Scale
+down only to the largest N seen over the last ``cooldown_down_s`` (a stabilisation window
+as in Kubernetes' HPA), and not sooner than ``cooldown_down_s`` after the last event.
+Workers lost below the committed target are replaced at once, cooldowns notwithstanding:
+flapping and retiring busy workers are what users hit (pitfalls.md, Dask adaptive).
+The forecast sees only observed arrivals, never the configured load schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from inspect import isawaitable
+from typing import NamedTuple
+
+from distributed.deploy.adaptive import Adaptive
+
+from pipeline.config import ScalingConfig
+
+_SERVICE_EWMA = 0.3  # weight of a new service-time measurement
+
+
+class Decision(NamedTuple):
+    """The pool size the policy wants now, and why (the caller compares it with its pool)."""
+
+    target: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScaleEvent:
+    t: float  # seconds, the run's monotonic clock
+    from_: int
+    to: int
+    reason: str
+
+
+@dataclass
+class ScaleLog:
+    """Scale events and pool-size samples ``(t, workers)`` of one run."""
+
+    events: list[ScaleEvent] = field(default_factory=list)
+    samples: list[tuple[float, int]] = field(default_factory=list)
+
+    def record(self, t: float, from_: int, to: int, reason: str) -> ScaleEvent:
+        ev = ScaleEvent(float(t), int(from_), int(to), reason)
+        self.events.append(ev)
+        return ev
+
+    def sample(self, t: float, n: int) -> None:
+        self.samples.append((float(t), int(n)))
+
+    def between(self, t0: float, t1: float) -> list[ScaleEvent]:
+        return [e for e in self.events if t0 <= e.t < t1]
+
+
+def _check_samples(samples: Sequence[tuple[float, int]]) -> None:
+    if not samples:
+        raise ValueError("pool-size samples are empty: sample the pool at least once")
+    for (ta, _), (tb, _) in zip(samples, samples[1:], strict=False):
+        if tb < ta:
+            raise ValueError(f"pool-size samples go back in time ({ta} then {tb})")
+
+
+def worker_seconds(samples: Sequence[tuple[float, int]], t_end: float | None = None) -> float:
+    """Integral of pool size over time, step-wise: sum_i n_i (t_{i+1} - t_i), the last
+    sample held until ``t_end`` (default: its own time).  Worker-seconds."""
+    _check_samples(samples)
+    ts = [t for t, _ in samples] + [samples[-1][0] if t_end is None else t_end]
+    if ts[-1] < ts[-2]:
+        raise ValueError(f"t_end={t_end} is before the last sample at {ts[-2]}")
+    return float(sum(n * (ts[i + 1] - ts[i]) for i, (_, n) in enumerate(samples)))
+
+
+def pool_window(samples: Sequence[tuple[float, int]], t0: float, t1: float) -> tuple[int, float, int]:
+    """(min, time-weighted mean, max) pool size over [t0, t1]; the size at t0 is the last
+    sample at or before t0 (or the first sample if none is that early)."""
+    _check_samples(samples)
+    if t1 <= t0:
+        raise ValueError(f"empty window [{t0}, {t1}]")
+    start = max((i for i, (t, _) in enumerate(samples) if t <= t0), default=0)
+    win = [(t0, samples[start][1])] + [(t, n) for t, n in samples[start + 1:] if t0 < t < t1]
+    ns = [n for _, n in win]
+    return min(ns), worker_seconds(win, t1) / (t1 - t0), max(ns)
+
+
+class PredictivePolicy:
+    """The pure policy (module docstring); thread-safe, the clock is the caller's ``now``."""
+
+    def __init__(self, cfg: ScalingConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.service_s = cfg.initial_service_s
+        self._measured = False
+        self._lock = threading.Lock()
+        self._t0: float | None = None
+        self._open_bin = 0
+        self._open_count = 0
+        self._level: float | None = None
+        self._trend = 0.0
+        self._committed: int | None = None
+        self._last_event = -math.inf
+        self._needs: deque[tuple[float, int]] = deque()
+
+    def _clamp(self, n: int) -> int:
+        return max(self.cfg.minimum, min(self.cfg.maximum, n))
+
+    def _close_bins(self, upto: int) -> None:
+        a, c = self.cfg.holt_alpha, self.cfg.holt_beta
+        while self._open_bin < upto:
+            y = self._open_count / self.cfg.bin_s
+            if self._level is None:
+                self._level = y
+            else:
+                prev = self._level
+                self._level = a * y + (1 - a) * (prev + self._trend)
+                self._trend = c * (self._level - prev) + (1 - c) * self._trend
+            self._open_bin += 1
+            self._open_count = 0
+
+    def _bin_of(self, t: float) -> int:
+        if self._t0 is None:
+            self._t0 = t
+        return math.floor((t - self._t0) / self.cfg.bin_s)
+
+    def observe_arrivals(self, t: float, n: int = 1) -> None:
+        """``n`` requests arrived at time ``t`` (s); late reports count in the open bin."""
+        if n < 0:
+            raise ValueError(f"arrival count must be >= 0, got {n}")
+        with self._lock:
+            self._close_bins(self._bin_of(t))
+            self._open_count += n
+
+    def observe_service_time(self, s_per_request: float) -> None:
+        """A measured service time per request (worker-seconds), smoothed by an EWMA; the
+        first measurement replaces ``initial_service_s``."""
+        if not (s_per_request > 0 and math.isfinite(s_per_request)):
+            raise ValueError(f"service time per request must be > 0 s, got {s_per_request}")
+        with self._lock:
+            w = _SERVICE_EWMA if self._measured else 1.0
+            self.service_s += w * (s_per_request - self.service_s)
+            self._measured = True
+
+    def forecast_rate(self, now: float) -> float | None:
+        """Forecast arrival rate at ``now + forecast_horizon_s`` (requests/s); None before
+        the first bin has closed."""
+        with self._lock:
+            return self._forecast(now)
+
+    def _forecast(self, now: float) -> float | None:
+        self._close_bins(self._bin_of(now))
+        if self._level is None:
+            return None
+        mid = self._t0 + (self._open_bin - 0.5) * self.cfg.bin_s
+        steps = (now + self.cfg.forecast_horizon_s - mid) / self.cfg.bin_s
+        return max(0.0, self._level + self._trend * steps)
+
+    def recommend(self, now: float, current: int, starting: int = 0, lost: int = 0) -> Decision:
+        """Target pool size at ``now``: ``current`` workers running, ``starting`` requested
+        but not yet running, ``lost`` of those known dead (e.g. never started)."""
+        if min(current, starting, lost) < 0 or lost > current + starting:
+            raise ValueError(f"bad pool counts current={current} starting={starting} lost={lost}")
+        cfg = self.cfg
+        with self._lock:
+            have = current + starting - lost
+            if self._committed is None:
+                self._committed, self._last_event = have, now
+            rate = self._forecast(now)
+            if rate is None:
+                need = self._committed
+                why = "no closed arrival bin yet"
+            else:
+                demand = rate * self.service_s
+                raw = math.ceil(demand / cfg.target_utilisation - 1e-9)
+                need = self._clamp(raw)
+                why = (f"forecast {rate:.1f} req/s at +{cfg.forecast_horizon_s:g} s x "
+                       f"{self.service_s * 1e3:.2f} ms/req = {demand:.2f} busy workers / u={cfg.target_utilisation:g}"
+                       f" -> need {raw}" + (f", clamped to {need}" if need != raw else ""))
+            self._needs.append((now, need))
+            while self._needs and self._needs[0][0] < now - cfg.cooldown_down_s:
+                self._needs.popleft()
+            old = self._committed
+            if not cfg.minimum <= old <= cfg.maximum:
+                return self._commit(now, old, f"bounds: {old} outside [{cfg.minimum}, {cfg.maximum}]; {why}")
+            if have < old:
+                return self._commit(now, max(old, need), f"replace {old - have} lost worker(s); {why}")
+            busy = rate is not None and rate * self.service_s > cfg.target_utilisation * (1 + cfg.tolerance) * have
+            if need > old and busy and now - self._last_event >= cfg.cooldown_up_s:
+                return self._commit(now, need, f"up: {why}")
+            down_to = max(n for _, n in self._needs)
+            if down_to < old and now - self._last_event >= cfg.cooldown_down_s:
+                return self._commit(now, down_to, f"down: largest need over {cfg.cooldown_down_s:g} s is "
+                                                  f"{down_to}; {why}")
+            return Decision(old, f"hold: {why}")
+
+    def _commit(self, now: float, target: int, reason: str) -> Decision:
+        self._committed, self._last_event = self._clamp(target), now
+        return Decision(self._committed, reason)
+
+
+class _RecordingMixin:
+    """Records each scale_up/scale_down as a ScaleEvent and samples the pool every adapt."""
+
+    def _init_recording(self, log: ScaleLog | None, clock: Callable[[], float]) -> None:
+        self.scale_log = log if log is not None else ScaleLog()
+        self.clock = clock
+
+    def _reason(self, direction: str, to: int) -> str:
+        raise NotImplementedError
+
+    async def scale_up(self, n):
+        before = len(self.plan)
+        self.scale_log.record(self.clock(), before, n, self._reason("up", n))
+        await super().scale_up(n)
+
+    async def scale_down(self, workers):
+        if workers:
+            before = len(self.plan)
+            to = before - len(workers)
+            self.scale_log.record(self.clock(), before, to, self._reason("down", to) + f"; retire {sorted(map(str, workers))}")
+        await super().scale_down(workers)
+
+    async def adapt(self) -> None:
+        await super().adapt()
+        self.scale_log.sample(self.clock(), len(self.observed))
+
+
+class RecordingAdaptive(_RecordingMixin, Adaptive):
+    """Dask's own Adaptive (scheduler ``adaptive_target``), every decision recorded."""
+
+    def __init__(self, cluster, *args, scale_log: ScaleLog | None = None,
+                 clock: Callable[[], float] = time.monotonic, **kwargs) -> None:
+        self._init_recording(scale_log, clock)
+        self._last_target: int | None = None
+        super().__init__(cluster, *args, **kwargs)
+
+    async def target(self) -> int:
+        self._last_target = int(await super().target())
+        return self._last_target
+
+    def _reason(self, direction: str, to: int) -> str:
+        why = f"dask adaptive_target={self._last_target} (target_duration {self.target_duration:g} s)"
+        return why if direction == "up" else f"{why}, seen {self.wait_count} times in a row"
+
+
+class PredictiveAdaptive(_RecordingMixin, Adaptive):
+    """Adaptive whose target comes from a :class:`PredictivePolicy`; the load driver feeds
+    ``adaptive.policy.observe_arrivals`` and ``observe_service_time``."""
+
+    def __init__(self, cluster, *args, policy: PredictivePolicy, scale_log: ScaleLog | None = None,
+                 clock: Callable[[], float] = time.monotonic, **kwargs) -> None:
+        self.policy = policy
+        self.last_decision: Decision | None = None
+        self._pending_since: dict = {}
+        self._init_recording(scale_log, clock)
+        kwargs.setdefault("minimum", policy.cfg.minimum)
+        kwargs.setdefault("maximum", policy.cfg.maximum)
+        super().__init__(cluster, *args, **kwargs)
+
+    async def target(self) -> int:
+        now = self.clock()
+        plan, observed = set(self.plan), set(self.observed)
+        pending = plan - observed
+        self._pending_since = {w: self._pending_since.get(w, now) for w in pending}
+        lost = [w for w, t in self._pending_since.items() if now - t > self.policy.cfg.startup_timeout_s]
+        if lost and hasattr(self.cluster, "scale_down"):
+            # Drop the dead specs so that scale_up(n) really starts replacements.
+            f = self.cluster.scale_down(lost)
+            if isawaitable(f):
+                await f
+        self.last_decision = self.policy.recommend(now, len(observed), len(pending), len(lost))
+        return self.last_decision.target
+
+    def _reason(self, direction: str, to: int) -> str:
+        return self.last_decision.reason if self.last_decision else "no decision yet"
+
+
+def attach_scaling(cluster, cfg: ScalingConfig, scale_log: ScaleLog | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> Adaptive | None:
+    """Apply ``cfg`` to ``cluster``: fixed scales to ``n_workers`` and returns None;
+    adaptive/predictive return the running Adaptive (its ``scale_log`` holds the events)."""
+    cfg.validate()
+    if cfg.kind == "fixed":
+        cluster.scale(cfg.n_workers)
+        return None
+    common = dict(minimum=cfg.minimum, maximum=cfg.maximum, interval=cfg.interval_s,
+                  wait_count=cfg.wait_count, scale_log=scale_log, clock=clock)
+    if cfg.kind == "adaptive":
+        return cluster.adapt(Adaptive=RecordingAdaptive, target_duration=cfg.target_duration_s, **common)
+    return cluster.adapt(Adaptive=PredictiveAdaptive, policy=PredictivePolicy(cfg), **common)

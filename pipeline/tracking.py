@@ -1,0 +1,137 @@
+"""MLflow tracking: one run per Hydra job, only the driver writes.
+
+The store is SQLite (MLflow 3.x refuses a plain file store) at an absolute path,
+because Hydra may change the working directory; artifacts live under ``mlruns/``.
+Metrics go in batches (``log_batch``): one ``log_metric`` call per value is slow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+# The tool runs offline and private by default (pitfalls.md: MLflow UI telemetry).
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+_BATCH = 900  # MLflow accepts at most 1000 metrics / 100 params per log_batch call
+_PARAM_BATCH = 100
+_PACKAGES = ("numpy", "cupy", "dask", "distributed", "xarray", "zarr", "hydra-core", "mlflow")
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}} -> {"a.b": "1"}``; lists become their repr (MLflow params are strings)."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:6000]
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[f"version.{name}"] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit(root: Path) -> str:
+    try:
+        res = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return res.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Tracker:
+    """Thin wrapper over ``MlflowClient`` for one run (created in ``__init__``)."""
+
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str,
+                 artifact_root: Path, parent_run_id: str | None = None,
+                 tags: Mapping[str, str] | None = None) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            exp_id = self.client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+        else:
+            exp_id = exp.experiment_id
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        all_tags["mlflow.runName"] = run_name
+        self.run = self.client.create_run(exp_id, run_name=run_name, tags=all_tags)
+        self.run_id = self.run.info.run_id
+        self.experiment_id = exp_id
+        self._mlflow = mlflow
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), _PARAM_BATCH):
+            self.client.log_batch(self.run_id, params=items[i:i + _PARAM_BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), _PARAM_BATCH):
+            self.client.log_batch(self.run_id, tags=items[i:i + _PARAM_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0,
+                    timestamp_ms: int | None = None) -> None:
+        self.log_series([(k, float(v), step) for k, v in metrics.items()], timestamp_ms)
+
+    def log_series(self, rows: list[tuple[str, float, int]], timestamp_ms: int | None = None) -> None:
+        """Log ``(key, value, step)`` rows in as few calls as MLflow allows."""
+        from mlflow.entities import Metric
+
+        ts = timestamp_ms or int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, int(s)) for k, v, s in rows]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i:i + _BATCH])
+
+    def log_artifact_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_artifact(self, path: Path, subdir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), subdir)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+@contextlib.contextmanager
+def tracked_run(tracking_uri: str, experiment: str, run_name: str, artifact_root: Path,
+                parent_run_id: str | None = None, tags: Mapping[str, str] | None = None
+                ) -> Iterator[Tracker]:
+    """A run that ends FINISHED, or FAILED if the body raises (and KILLED on Ctrl-C)."""
+    tracker = Tracker(tracking_uri, experiment, run_name, artifact_root, parent_run_id, tags)
+    status = "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(status)

@@ -1,0 +1,25 @@
+"""Import a peer library (torch, ncps, snntorch) for a parity test, or skip -- but never
+skip in CI: with ``CI=true`` a missing peer is a failure, so parity cannot silently vanish."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import pytest
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require(module_name: str) -> ModuleType:
+    """Return the imported module; skip the test if it is missing (fail when ``CI=true``)."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        msg = f"{module_name} is needed for this parity test (pip install -e '.[compare]'): {exc}"
+        if in_ci():
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
