@@ -3,7 +3,9 @@
 Workload (issue #3): micro-batches of 256 recordings x 10 model steps swept over a
 synthetic store in plan order with a fresh reader (so the timestamp index and shard
 checks are paid inside the figure), then a second, warm sweep; plus the latency of one
-load-test window (1 recording x 10 steps) on a fresh reader.  A sequence is one
+load-test window (1 recording x 10 steps) on a fresh reader; and scattered-window reads
+(``read_windows`` of 32 random (recording, start step) windows, warm reader: the load
+test's micro-batches) in windows/s next to the network's seq/s on those windows.  A sequence is one
 recording x 10 steps.  The target: >= 10x the NumPy fusion network's seq/s on the same
 single core, measured here on the same batches (interleaved, best of repeats).
 
@@ -80,17 +82,54 @@ def bench_read(path: Path, batch: int, steps: int, repeats: int) -> dict:
     return out
 
 
-def bench_network(path: Path, batch: int, steps: int, repeats: int) -> dict:
-    """NumPy fusion network forward on one aligned batch (seq/s), or why it could not run."""
+def bench_windows(path: Path, n: int, steps: int, repeats: int, calls: int = 200) -> dict:
+    """Scattered-window reads (load-test requests): ``read_windows`` of ``n`` random
+    (recording, start step) windows of ``steps`` steps, warm reader, windows/s.
+
+    The reader is warmed on the same request lists first (its shard pools and timestamp
+    indexes hold what they use); the figure is the best of ``repeats`` passes over
+    ``calls`` lists.  Also the per-request path it replaces: ``read_batch`` of (r, r+1) x
+    (s, s+steps) per window, on a warm reader without read-ahead.
+    """
+    import numpy as np
+
+    from pipeline.data import MicroBatch, StoreReader, read_batch, read_windows
+
+    reader = StoreReader(path)
+    rng = np.random.default_rng(0)
+    n_steps = reader.meta["n_steps"]
+    reqs = []
+    for _ in range(calls):
+        recs = rng.integers(0, reader.n_recordings, n)
+        reqs.append((recs, (rng.random(n) * np.maximum(n_steps[recs] - steps, 1)).astype(np.int64)))
+    for recs, starts in reqs:
+        batch = read_windows(str(path), recs, starts, steps, reader=reader)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for recs, starts in reqs:
+            batch = read_windows(str(path), recs, starts, steps, reader=reader)
+        best = min(best, time.perf_counter() - t0)
+    one = [(r, s) for recs, starts in reqs[: max(1, 64 // n)] for r, s in zip(recs.tolist(), starts.tolist(),
+                                                                              strict=True)]
+    single = StoreReader(path, readahead=False)  # one window alone: read-ahead would fetch whole time shards
+    for _ in range(2):  # the second pass is warm (timestamp index and shard checks of these rows cached)
+        t0 = time.perf_counter()
+        for r, s in one:
+            read_batch(MicroBatch(str(path), (r, r + 1), (s, s + steps)), reader=single)
+        per_request = (time.perf_counter() - t0) / len(one)
+    return {"n": n, "steps": steps, "windows_s": calls * n / best, "ms_per_call": 1e3 * best / calls,
+            "read_batch_per_window_ms": 1e3 * per_request, "batch": batch}
+
+
+def _network(repeats: int, b, n: int) -> dict:
+    """NumPy fusion network forward on aligned batch ``b`` of ``n`` sequences (seq/s), or why it could not run."""
     try:
         from kernels import get_backend
         from kernels.fusion_state import FusionConfig
         from kernels.network import FusionNetwork
     except Exception as exc:  # the kernels package is developed in parallel
         return {"seq_s": None, "why": f"{type(exc).__name__}: {exc}"}
-    from pipeline.data import StoreReader, plan_batches, read_batch
-
-    b = read_batch(plan_batches(str(path), batch, steps)[1], reader=StoreReader(path))
     net = FusionNetwork.init(FusionConfig(), get_backend("numpy"))
     best = float("inf")
     for _ in range(repeats):
@@ -98,7 +137,15 @@ def bench_network(path: Path, batch: int, steps: int, repeats: int) -> dict:
         net.forward(b.camera, b.lidar, b.imu, camera_valid=b.camera_valid, lidar_valid=b.lidar_valid,
                     imu_valid=b.imu_valid)
         best = min(best, time.perf_counter() - t0)
-    return {"seq_s": batch / best, "why": "FusionNetwork() default config, numpy backend"}
+    return {"seq_s": n / best, "why": "FusionNetwork() default config, numpy backend"}
+
+
+def bench_network(path: Path, batch: int, steps: int, repeats: int) -> dict:
+    """NumPy fusion network forward on one aligned batch (seq/s), or why it could not run."""
+    from pipeline.data import StoreReader, plan_batches, read_batch
+
+    b = read_batch(plan_batches(str(path), batch, steps)[1], reader=StoreReader(path))
+    return _network(repeats, b, batch)
 
 
 def log_mlflow(workload: dict, flat: dict, json_path: Path) -> str | None:
@@ -125,6 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--windows", type=int, default=32, help="requests per scattered-window read (load test)")
     ap.add_argument("--chunk-recordings", type=int, default=None, help="default: StoreLayout's")
     ap.add_argument("--chunk-seconds", type=float, default=None)
     ap.add_argument("--shard-recordings", type=int, default=None)
@@ -147,11 +195,14 @@ def main(argv=None) -> int:
         zarr.config.set({"threading.max_workers": 1})
         read = bench_read(store, a.batch, a.steps, a.repeats)
         net = bench_network(store, a.batch, a.steps, a.repeats)
+        win = bench_windows(store, a.windows, a.steps, a.repeats)
+        win_net = _network(max(a.repeats, 5), win.pop("batch"), a.windows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = read["readahead_seq_s"] / net["seq_s"] if net["seq_s"] else None
     load = os.getloadavg()
-    workload = {"recordings": a.recordings, "duration_s": a.duration_s, "batch": a.batch, "steps": a.steps, **layout,
+    workload = {"recordings": a.recordings, "duration_s": a.duration_s, "batch": a.batch, "steps": a.steps,
+                "windows": a.windows, **layout,
                 "cores_generate": os.cpu_count(), "cores_read": 1, "target_ratio": 10}
     print(f"generate   {gen['bytes'] / 1e6:8.1f} MB in {gen['seconds']:6.1f} s  {gen['mb_per_s']:8.1f} MB/s "
           f"({os.cpu_count()} cores, {gen['groups']} groups)")
@@ -166,15 +217,24 @@ def main(argv=None) -> int:
               f"({verdict} the 10x target)")
     else:
         print(f"numpy network not measured: {net['why']}")
+    win["network_seq_s"] = win_net["seq_s"]
+    win["ratio"] = win["windows_s"] / win_net["seq_s"] if win_net["seq_s"] else None
+    print(f"scattered windows {a.windows}x{a.steps} (random recordings/steps, warm reader, 1 core): "
+          f"{win['windows_s']:10.0f} windows/s ({win['ms_per_call']:.2f} ms/call; read_batch per window "
+          f"{win['read_batch_per_window_ms']:.2f} ms)")
+    if win_net["seq_s"]:
+        print(f"numpy network on the same {a.windows} windows {win_net['seq_s']:10.0f} seq/s  -> windows / network "
+              f"{win['ratio']:5.1f}x")
     if load[0] > 1.5:
         print(f"note: load average {load[0]:.1f} on {os.cpu_count()} cores: other work shares this machine")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"workload": workload, "generate": gen, "read": read, "network": net,
-                                 "ratio": ratio, "load_average": load}, indent=2, default=str))
+                                 "ratio": ratio, "windows": win, "load_average": load}, indent=2, default=str))
     flat = {"generate_mb_s": gen["mb_per_s"], "read_readahead_seq_s": read["readahead_seq_s"],
             "read_no_readahead_seq_s": read["no_readahead_seq_s"],
             "window_fresh_reader_ms": read["window_fresh_reader_ms"], "window_open_reader_ms": read["window_open_reader_ms"],
-            "network_seq_s": net["seq_s"], "data_over_network": ratio}
+            "network_seq_s": net["seq_s"], "data_over_network": ratio, "windows_s": win["windows_s"],
+            "windows_network_seq_s": win["network_seq_s"], "windows_over_network": win["ratio"]}
     run_id = None if a.no_mlflow else log_mlflow(workload, flat, a.out)
     print(f"wrote {a.out}" + (f"; mlflow run {run_id}" if run_id else ""))
     return 0

@@ -10,9 +10,10 @@ Inside Dask workers ``threads`` is 1: the worker pool, not this class, uses the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -55,10 +56,10 @@ class NumpyBackend:
         bounds = np.linspace(0, n, k + 1).astype(int)
         futures = [
             self._pool.submit(fn, *(a[lo:hi] for a in batched), *rest)
-            for lo, hi in zip(bounds[:-1], bounds[1:])
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         parts = [f.result() for f in futures]
-        return tuple(np.concatenate(p, axis=0) for p in zip(*parts))
+        return tuple(np.concatenate(p, axis=0) for p in zip(*parts, strict=True))
 
     def cfc_scan(self, u, h0, dt, p):
         return self._batch_parallel(cfc.cfc_scan_numpy, (u, h0, dt), (p,))

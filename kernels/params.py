@@ -130,12 +130,20 @@ class OpCounts(NamedTuple):
     nonlin    transcendental evaluations (exp, tanh, sigmoid, erf)
     dense_mac multiply-accumulates a dense (ANN) implementation of the same layers would
               execute: ``mac`` plus every spike input priced as a full dense product
+    syn_events     synaptic events of layers whose inputs are spikes (input spikes x
+                   fan-out), counted whichever path (event or dense) executed them
+    syn_dense_mac  the dense MACs those spike-input layers amount to (part of dense_mac)
+
+    The neuromorphic estimate prices ``dense_mac - syn_dense_mac`` MACs plus
+    ``syn_events`` accumulates against ``dense_mac`` MACs.
     """
 
     mac: int = 0
     acc: int = 0
     nonlin: int = 0
     dense_mac: int = 0
+    syn_events: int = 0
+    syn_dense_mac: int = 0
 
-    def __add__(self, other: "OpCounts") -> "OpCounts":  # type: ignore[override]
-        return OpCounts(*(int(a) + int(b) for a, b in zip(self, other)))
+    def __add__(self, other: OpCounts) -> OpCounts:  # type: ignore[override]
+        return OpCounts(*(int(a) + int(b) for a, b in zip(self, other, strict=True)))

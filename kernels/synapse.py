@@ -155,15 +155,18 @@ class Linear:
         dense_mac = n * self.n_in * self.n_out
         if binary is None:
             binary = self.event_threshold > 0 and bool(xp.all((x2 == 0) | (x2 == 1)))
-        nnz = int(xp.count_nonzero(x2)) if binary and self.event_threshold > 0 else -1
+        nnz = int(xp.count_nonzero(x2)) if binary else -1
+        # Spike inputs: their synaptic events are counted whichever path runs, for the
+        # neuromorphic estimate (pipeline/energy.py); mac/acc count what actually ran.
+        syn = OpCounts(syn_events=nnz * self.n_out, syn_dense_mac=dense_mac) if binary else OpCounts()
         if 0 <= nnz < self.event_threshold * x2.size:
             y = self.backend.event_matmul(x2, self.w)
             self.last_path = "event"
-            self.last_ops = OpCounts(acc=nnz * self.n_out, dense_mac=dense_mac)
+            self.last_ops = syn + OpCounts(acc=nnz * self.n_out, dense_mac=dense_mac)
         else:
             y = x2 @ self.w
             self.last_path = "dense"
-            self.last_ops = OpCounts(mac=dense_mac, dense_mac=dense_mac)
+            self.last_ops = syn + OpCounts(mac=dense_mac, dense_mac=dense_mac)
         if self.b is not None:
             y = y + self.b
         return y.reshape(*lead, self.n_out)
@@ -183,14 +186,15 @@ class Linear:
         on2, off2 = on.reshape(-1, self.n_in), off.reshape(-1, self.n_in)
         dense_mac = on2.shape[0] * self.n_in * self.n_out
         nnz = int(xp.count_nonzero(on2)) + int(xp.count_nonzero(off2))
+        syn = OpCounts(syn_events=nnz * self.n_out, syn_dense_mac=dense_mac)
         if nnz < self.event_threshold * on2.size:
             y = self.backend.event_matmul(on2, self.w) - self.backend.event_matmul(off2, self.w)
             self.last_path = "event"
-            self.last_ops = OpCounts(acc=nnz * self.n_out, dense_mac=dense_mac)
+            self.last_ops = syn + OpCounts(acc=nnz * self.n_out, dense_mac=dense_mac)
         else:
             y = (on2 - off2) @ self.w
             self.last_path = "dense"
-            self.last_ops = OpCounts(mac=dense_mac, dense_mac=dense_mac)
+            self.last_ops = syn + OpCounts(mac=dense_mac, dense_mac=dense_mac)
         if self.b is not None:
             y = y + self.b
         return y.reshape(*lead, self.n_out)

@@ -11,7 +11,7 @@ added as fields of :class:`Config` with their own schema and ``conf/<group>/``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -31,6 +31,23 @@ class ConfigError(ValueError):
 def _require(ok: bool, key: str, why: str, value) -> None:
     if not ok:
         raise ConfigError(f"config {key}={value!r}: {why}")
+
+
+def _no_unknown_keys(node, prefix: str = "") -> None:
+    """Hydra's ``+key=value`` adds keys a schema lacks and ``OmegaConf.to_object`` keeps
+    them as stray attributes, so ``+model.hiden=3`` would be silently ignored: refuse it."""
+    if is_dataclass(node):
+        known = {f.name for f in fields(node)}
+        extra = sorted(set(vars(node)) - known)
+        if extra:
+            key = f"{prefix}{extra[0]}"
+            raise ConfigError(f"config {key}={getattr(node, extra[0])!r}: no such key in "
+                              f"{type(node).__name__} (known: {', '.join(sorted(known))})")
+        for name in known:
+            _no_unknown_keys(getattr(node, name), f"{prefix}{name}.")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _no_unknown_keys(item, f"{prefix[:-1]}[{i}].")
 
 
 @dataclass
@@ -433,6 +450,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self, tasks) -> Config:
+        _no_unknown_keys(self)
         _require(self.task in tasks, "task", f"must be one of {', '.join(sorted(tasks))}", self.task)
         self.paths.validate()
         self.data.validate()

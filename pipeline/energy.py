@@ -197,7 +197,7 @@ class ModelledEnergy:
 def neuromorphic_estimate(ops: OpCounts, cfg: EnergyConfig) -> dict:
     """Event-priced vs dense-equivalent compute energy of the same forward, J, and
     ``ratio = dense_j / event_j`` (> 1: the event-driven network is cheaper)."""
-    event_j = (ops.mac * cfg.pj_per_mac + ops.acc * cfg.pj_per_acc) * 1e-12
+    event_j = ((ops.dense_mac - ops.syn_dense_mac) * cfg.pj_per_mac + ops.syn_events * cfg.pj_per_acc) * 1e-12
     dense_j = ops.dense_mac * cfg.pj_per_mac * 1e-12
     assumptions = (
         f"Estimate of arithmetic energy only. Dense MAC {cfg.pj_per_mac:g} pJ ({cfg.mac_source}); "
@@ -207,7 +207,8 @@ def neuromorphic_estimate(ops: OpCounts, cfg: EnergyConfig) -> dict:
         "transcendentals, idle and host power are excluded. Measured counters, where present, are the "
         "figures to trust.")
     return {"event_j": event_j, "dense_j": dense_j, "ratio": dense_j / event_j if event_j > 0 else None,
-            "mac": ops.mac, "acc": ops.acc, "dense_mac": ops.dense_mac, "assumptions": assumptions}
+            "mac": ops.dense_mac - ops.syn_dense_mac, "acc": ops.syn_events, "dense_mac": ops.dense_mac,
+            "assumptions": assumptions}
 
 
 @dataclass

@@ -64,11 +64,11 @@ def _template(layout: OutputLayout, step_ns: np.ndarray, recording_ids: np.ndarr
     import dask.array as da
     import xarray as xr
 
-    R, S, O = layout.n_recordings, layout.n_steps, layout.n_outputs
+    R, S, n_out = layout.n_recordings, layout.n_steps, layout.n_outputs
     rg, sb = layout.recordings_per_group, layout.steps_per_block
     G, K = layout.n_groups, layout.n_blocks
     data = {
-        "y": (("recording", "step", "output"), da.full((R, S, O), np.nan, dtype="f4", chunks=(rg, sb, O))),
+        "y": (("recording", "step", "output"), da.full((R, S, n_out), np.nan, dtype="f4", chunks=(rg, sb, n_out))),
         "spikes": (("recording", "step"), da.zeros((R, S), dtype="f4", chunks=(rg, sb))),
         "valid": (("recording", "step"), da.zeros((R, S), dtype=bool, chunks=(rg, sb))),
         "quarantined": (("recording", "block"), da.zeros((R, K), dtype=bool, chunks=(rg, 1))),

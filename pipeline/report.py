@@ -162,6 +162,7 @@ class LoadReport:
     cluster: ClusterStatus | None = None
     model: ModelSize | None = None
     neuromorphic: dict | None = None
+    roundtrip_ms: tuple[float, float] | None = None  # measured Dask submit-to-result (p50, p99)
 
     def markdown(self) -> str:
         h, f = self.headline, _fmt
@@ -192,6 +193,10 @@ class LoadReport:
         lines += ["", "## SLA compliance", "", "| Objective | Target | Measured | Verdict |", "|---|---|---|---|"]
         lines += [f"| {v.name} | {v.op} {v.target:g} {v.unit} | {f(v.measured, 3)} {v.unit} "
                   f"| {'PASS' if v.ok else 'FAIL'} |" for v in self.sla]
+        if self.roundtrip_ms:
+            lines += ["", f"Latency floor of this deployment: a no-op Dask task's submit-to-result round trip "
+                      f"measured {self.roundtrip_ms[0]:.2f} ms p50 / {self.roundtrip_ms[1]:.2f} ms p99 in this run, "
+                      "before any reading or compute."]
         lines += ["", "## Energy", ""]
         for p in self.phases:
             lines.append(f"- {p.name}: {_sci(p.energy_j)} J, source {p.energy_source}"
@@ -212,6 +217,8 @@ class LoadReport:
     def metrics(self) -> dict[str, float]:
         """Every figure of the report, flat, for MLflow (None values left out)."""
         out: dict[str, float | None] = {f"load.headline.{k}": v for k, v in vars(self.headline).items()}
+        if self.roundtrip_ms:
+            out["load.roundtrip_p50_ms"], out["load.roundtrip_p99_ms"] = self.roundtrip_ms
         for p in self.phases:
             key = f"load.phase.{_key(p.name)}."
             out.update({key + k: v for k, v in vars(p).items()

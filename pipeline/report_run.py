@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kernels.params import OpCounts
+
 SEQ_STEPS = 10
 
 
@@ -30,7 +32,7 @@ class RunStats:
     write_s: float = 0.0
     valid_steps: int = 0
     bytes_read: int = 0
-    ops: dict[str, int] = field(default_factory=lambda: {"mac": 0, "acc": 0, "nonlin": 0, "dense_mac": 0})
+    ops: OpCounts = field(default_factory=OpCounts)
     spikes: float = 0.0
     quarantined: dict[int, int] = field(default_factory=dict)  # recording -> bad blocks
     problems: list[str] = field(default_factory=list)
@@ -56,8 +58,7 @@ class RunStats:
         self.write_s += r["write_s"]
         self.valid_steps += r["valid_steps"]
         self.bytes_read += r["bytes_read"]
-        for k in self.ops:
-            self.ops[k] += r[k]
+        self.ops = self.ops + OpCounts(**r["ops"])
         self.spikes += r["spikes"]
         self.restarted += r["restarted"]
         for rec in r["quarantined"]:
@@ -87,8 +88,7 @@ def summarize(stats: RunStats, net) -> dict:
         "spikes_per_sequence": stats.spikes / max(stats.sequences, 1e-9),
         "quarantined_blocks": int(sum(stats.quarantined.values())),
         "quarantined_recordings": len(stats.quarantined), "restarted_rows": stats.restarted,
-        "ops_mac": stats.ops["mac"], "ops_acc": stats.ops["acc"], "ops_nonlin": stats.ops["nonlin"],
-        "ops_dense_mac": stats.ops["dense_mac"],
+        **{f"ops_{k}": v for k, v in stats.ops._asdict().items()},
         "model_params": net.n_params, "model_mflop_per_sequence": net.mflop_per_sequence(SEQ_STEPS),
         "scale_events": len(stats.scale_events),
     }

@@ -83,6 +83,10 @@ def run(cfg: Config) -> dict:
     from pipeline.tasks import run_region, state_specs
     from pipeline.tracking import tracked_run
 
+    if cfg.load.kind == "seed_phases":
+        from pipeline.load import run_load
+
+        return run_load(cfg)
     store = ensure_store(cfg)
     reader = open_reader(store)
     store_rate = float(reader.attrs["targets_rate_hz"])
@@ -94,7 +98,8 @@ def run(cfg: Config) -> dict:
     out_path = out_dir / f"{run_name}.zarr"
     geometry = Geometry.of_store(reader, cfg.data.imu_window)
     weights_path, net = prepare_weights(cfg.model, geometry, out_dir / f"{run_name}.weights.npz")
-    prints = fingerprints(cfg, store, sha256_file(weights_path))
+    weights_sha = sha256_file(weights_path)
+    prints = fingerprints(cfg, store, weights_sha)
 
     rpb, spb = cfg.data.recordings_per_batch, cfg.data.steps_per_block
     n_steps = int(reader.meta["n_steps"].max(initial=0))
@@ -108,7 +113,9 @@ def run(cfg: Config) -> dict:
             raise FileExistsError(f"{out_path} exists: pick another tracking.run_name, or resume={run_name}")
         outputs.create(out_path, layout, step_ns=(np.arange(n_steps) + 1) * reader.step_ns,
                        recording_ids=np.arange(reader.n_recordings), fingerprints=prints,
-                       attrs={"input_store": str(store), "weights": str(weights_path)})
+                       # Deterministic: no run name or output path, so a rerun or resumed run
+                       # of the same config is identical (the weights path is in MLflow).
+                       attrs={"input_store": str(store), "weights_sha256": weights_sha})
         done = np.zeros((layout.n_groups, layout.n_blocks), bool)
     chains = []
     for g in range(layout.n_groups):

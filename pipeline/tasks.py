@@ -72,7 +72,7 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
         "group": group, "block": k, "recordings": B, "steps": len(batch.steps),
         "valid_steps": int(valid.sum()), "read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2,
         "bytes_read": int(batch.camera.nbytes + batch.lidar.nbytes + batch.imu.nbytes),
-        "mac": int(ops.mac), "acc": int(ops.acc), "nonlin": int(ops.nonlin), "dense_mac": int(ops.dense_mac),
+        "ops": {k: int(v) for k, v in ops._asdict().items()},
         "spikes": float(spikes.sum()), "quarantined": [int(r) for r in batch.recordings[batch.quarantined]],
         "problems": [str(p) for p in batch.problems][:5], "restarted": int(restarted.sum()),
     }
@@ -87,3 +87,35 @@ def state_specs(net, batch: int = 1) -> tuple[tuple[str, tuple[int, ...], str], 
     """(name, trailing shape, dtype) of every state array, for the output store's layout."""
     arrays = net.state_to_arrays(net.zero_state(batch))
     return tuple((_safe(n), tuple(a.shape[1:]), str(a.dtype)) for n, a in sorted(arrays.items()))
+
+
+def serve_requests(store: str, recordings: np.ndarray, starts: np.ndarray, steps: int, policy: str,
+                   imu_window: int) -> dict:
+    """Load test: run a micro-batch of independent requests (one window of one recording
+    each, from zero state) and return per-request outcomes and small metrics."""
+    from pipeline.data import SensorDataError, read_windows
+    from pipeline.plugins import worker_network
+
+    t0 = time.perf_counter()
+    net = worker_network()
+    try:
+        batch = read_windows(store, recordings, starts, steps, policy, imu_window=imu_window)
+    except SensorDataError as exc:  # policy "fail": the whole micro-batch fails, each request counted
+        return {"ok": [False] * len(recordings), "errors": [str(exc)] * len(recordings), "read_s": 0.0,
+                "compute_s": 0.0, "ops": {}}
+    t1 = time.perf_counter()
+    ok = ~batch.quarantined[:, None]
+    out, _ = net.forward(batch.camera, batch.lidar, batch.imu, None,
+                         camera_valid=batch.camera_valid & ok, lidar_valid=batch.lidar_valid & ok,
+                         imu_valid=batch.imu_valid & ok[..., None])
+    net.backend.synchronize()
+    t2 = time.perf_counter()
+    # A request whose window runs past its recording's end has no answer for those steps.
+    served = ~batch.quarantined & batch.valid.all(axis=1)
+    errors = [""] * len(recordings)
+    for p in batch.problems:
+        for i in np.nonzero(np.isin(recordings, p.recordings))[0]:
+            errors[int(i)] = str(p)[:300]
+    ops = net.last_ops
+    return {"ok": served.tolist(), "errors": errors, "read_s": t1 - t0, "compute_s": t2 - t1,
+            "ops": {k: int(v) for k, v in ops._asdict().items()}}

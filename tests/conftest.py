@@ -6,6 +6,10 @@ import pytest
 
 from kernels.backend import cuda_probe, get_backend
 
+# The CUDA emulator (a fake ``cupy`` package and C++ sources) is not a test folder;
+# tests/kernels/test_cuda_emulated.py runs it in a subprocess.
+collect_ignore = ["cuda_emulator"]
+
 _HAS_GPU, _GPU_WHY = cuda_probe()
 
 BACKENDS = [pytest.param("numpy", id="numpy")]

@@ -9,9 +9,10 @@ from pipeline.data.check import CheckReport, check_store
 from pipeline.data.errors import SchemaError, SensorDataError
 from pipeline.data.generator import generate_store
 from pipeline.data.reader import StoreReader, open_reader
+from pipeline.data.windows import read_windows
 
 __all__ = [
     "AlignedBatch", "CheckReport", "MicroBatch", "RowIndex", "SchemaError", "SensorDataError", "StoreReader",
     "check_store", "generate_store", "latest_at_or_before", "open_reader", "plan_batches", "read_batch",
-    "step_times", "window_samples",
+    "read_windows", "step_times", "window_samples",
 ]

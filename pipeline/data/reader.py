@@ -26,7 +26,8 @@ from pipeline.data.validate import clean_times, timestamp_problems, validate_sch
 class StoreReader:
     """Read-side handle on one store (``path``); safe to reuse across micro-batches.
 
-    ``cache_bytes`` bounds each cache (timestamp indexes; read-ahead time shards).
+    ``cache_bytes`` bounds each cache (timestamp indexes; read-ahead time shards; the shard
+    pools of :func:`pipeline.data.windows.read_windows`).
     ``readahead`` fetches whole time shards of a batch's rows and serves the following
     blocks of those recordings from memory (batch runs read blocks in order).
     """
@@ -50,6 +51,7 @@ class StoreReader:
         self._times: OrderedDict = OrderedDict()
         self._cache_bytes, self._cached = cache_bytes, 0
         self._verified: dict[str, set] = {n: set() for n in VARIABLES}
+        self._windows = None  # pipeline.data.windows state (shard pools, index groups), made on first use
 
     def _read_meta(self, name: str) -> np.ndarray:
         problems = chunk_problems(self.path, self.arrays[name], name)

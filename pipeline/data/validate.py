@@ -100,7 +100,7 @@ def nonfinite(x: np.ndarray, used: np.ndarray) -> np.ndarray:
     """(R, T) bool: entries of ``x (R, T, ...)`` that feed the network (``used``) and hold NaN/Inf."""
     if x.dtype.kind != "f":
         return np.zeros(used.shape, bool)
-    flat = x.reshape(x.shape[0], x.shape[1], -1)
+    flat = x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))  # not -1: x may be empty
     # a finite sum proves every term finite (NaN/Inf propagate); one pass, no bool temporaries.
     # A non-finite sum may also be overflow, so those entries are checked exactly.
     suspect = ~np.isfinite(flat.sum(axis=-1)) & used
@@ -111,13 +111,17 @@ def nonfinite(x: np.ndarray, used: np.ndarray) -> np.ndarray:
 
 def row_errors(bad: np.ndarray, kind: str, variable: str, detail: str, recordings: np.ndarray,
                times_s: np.ndarray, steps: np.ndarray) -> list[SensorDataError]:
-    """One error per recording with a bad step in ``bad (R, T)``, naming its time and step range."""
+    """One error per recording with a bad step in ``bad (R, T)``, naming its time and step range.
+
+    ``times_s`` and ``steps`` are (T,) shared by all rows, or (R, T) per row (scattered windows).
+    """
     errors = []
     for r in np.nonzero(bad.any(axis=1))[0]:
         ks = np.nonzero(bad[r])[0]
+        ts, st = (times_s[r] if times_s.ndim == 2 else times_s), (steps[r] if steps.ndim == 2 else steps)
         errors.append(SensorDataError(
             kind, variable, f"{len(ks)} step(s): {detail}", recordings=[int(recordings[r])],
-            time_s=(times_s[ks[0]], times_s[ks[-1]]), steps=(int(steps[ks[0]]), int(steps[ks[-1]]) + 1)))
+            time_s=(ts[ks[0]], ts[ks[-1]]), steps=(int(st[ks[0]]), int(st[ks[-1]]) + 1)))
     return errors
 
 

@@ -7,8 +7,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pipeline.config import PROJECT_ROOT
 from pipeline.config import (
+    PROJECT_ROOT,
     ConfigError,
     EnergyConfig,
     LoadConfig,

@@ -150,13 +150,18 @@ def test_model_prices_op_counts_and_derives_no_watts():
 
 def test_neuromorphic_estimate_ratio_and_assumptions():
     cfg = EnergyConfig()
-    est = neuromorphic_estimate(OpCounts(mac=100, acc=1000, dense_mac=5100), cfg)
+    # 100 MACs of real-valued layers + spike layers worth 5000 dense MACs that carried
+    # 1000 synaptic events; whichever path executed them (here: dense, mac=5100).
+    ops = OpCounts(mac=5100, acc=0, dense_mac=5100, syn_events=1000, syn_dense_mac=5000)
+    est = neuromorphic_estimate(ops, cfg)
     assert est["event_j"] == pytest.approx((100 * 4.6 + 1000 * 0.9) * 1e-12)
     assert est["dense_j"] == pytest.approx(5100 * 4.6e-12)
     assert est["ratio"] == pytest.approx(5100 * 4.6 / (460 + 900))
+    assert (est["mac"], est["acc"]) == (100, 1000)
     assert "Horowitz" in est["assumptions"] and "excluded" in est["assumptions"]
-    # dense activity: the event path costs more than the dense product, and says so
-    assert neuromorphic_estimate(OpCounts(mac=0, acc=10_000, dense_mac=1000), cfg)["ratio"] < 1
+    # dense activity: the events cost more than the dense product, and it says so
+    busy = OpCounts(mac=1000, dense_mac=1000, syn_events=10_000, syn_dense_mac=1000)
+    assert neuromorphic_estimate(busy, cfg)["ratio"] < 1
 
 
 def test_energy_config_needs_sources_and_nonnegative_energies():

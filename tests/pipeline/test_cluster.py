@@ -1,0 +1,80 @@
+"""Clusters from config: the dashboard answers while a LocalCluster runs, ``cluster=address``
+runs on a scheduler the test owns (and leaves it running), ``cluster=local_cuda`` without
+dask-cuda or a GPU fails with the reason, and nothing outlives a closed cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.request
+
+import pytest
+from _pipeline_helpers import live_children, mlflow_runs
+
+from pipeline.cluster import ClusterError, open_client
+from pipeline.config import ClusterConfig, ConfigError
+from pipeline.run import WORKER_ENV, run
+
+
+def _ours(procs) -> list[str]:
+    """Live children, less multiprocessing's resource tracker (it exits with this process)."""
+    cmds = [" ".join(p.cmdline()) for p in procs]
+    return [c for c in cmds if "resource_tracker" not in c]
+
+
+def test_dashboard_status_page_answers_while_the_cluster_runs():
+    before = _ours(live_children())
+    cfg = ClusterConfig(kind="local", dashboard_address="127.0.0.1:0")
+    with open_client(cfg, n_workers=1, env=WORKER_ENV) as (client, cluster):
+        link = client.dashboard_link
+        assert link.startswith("http://127.0.0.1:") and link.endswith("/status")
+        with urllib.request.urlopen(link, timeout=30) as resp:
+            body = resp.read().decode()
+        assert resp.status == 200 and "bokeh" in body.lower()
+        assert client.submit(os.getpid).result(timeout=30) != os.getpid()  # a worker process runs
+        assert len(_ours(live_children())) > len(before)
+    assert _ours(live_children()) == before  # workers and nannies are gone once it closes
+
+
+def test_cluster_address_runs_on_an_existing_scheduler_and_leaves_it_up(make_config, tmp_path):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                      silence_logs=logging.ERROR, env=WORKER_ENV) as lc, Client(lc) as client:
+        cfg = make_config("cluster=address", f"cluster.address={lc.scheduler_address}",
+                          "data.steps_per_block=100", "tracking.run_name=addr")
+        summary = run(cfg)
+        assert summary["regions_executed"] == 8 and summary["workers_max"] == 2
+        # The deployment owns the pool: the run neither closed nor resized it.
+        assert len(client.scheduler_info()["workers"]) == 2
+        (r,) = mlflow_runs(cfg.tracking.uri)
+        assert r.info.status == "FINISHED" and r.data.params["cluster.kind"] == "address"
+        assert r.data.params["cluster.address"] == lc.scheduler_address
+    with pytest.raises(ConfigError, match="scaling.kind"):
+        make_config("cluster=address", "cluster.address=tcp://127.0.0.1:1", "scaling=adaptive")
+    with pytest.raises(ConfigError, match="cluster.address"):
+        make_config("cluster=address", "cluster.address=")
+
+
+def test_local_cuda_without_dask_cuda_or_gpu_says_why(make_config):
+    from kernels.backend import cuda_probe
+
+    gpu, _ = cuda_probe()
+    try:
+        import dask_cuda  # noqa: F401
+
+        has_dask_cuda = True
+    except ImportError:
+        has_dask_cuda = False
+    if gpu and has_dask_cuda:
+        pytest.skip("dask-cuda and a GPU are here: local_cuda would start")
+    why = "needs a CUDA GPU" if has_dask_cuda else "needs dask-cuda"
+    with pytest.raises(ClusterError, match=f"cluster=local_cuda {why}"):
+        with open_client(ClusterConfig(kind="local_cuda", dashboard_address="127.0.0.1:0"), n_workers=1):
+            pass
+    # Through the pipeline: the same error, and the MLflow run is marked FAILED.
+    cfg = make_config("cluster=local_cuda", "tracking.run_name=cuda")
+    with pytest.raises(ClusterError, match=f"cluster=local_cuda {why}"):
+        run(cfg)
+    (r,) = mlflow_runs(cfg.tracking.uri)
+    assert r.info.status == "FAILED"

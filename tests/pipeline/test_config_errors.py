@@ -1,0 +1,55 @@
+"""Bad config values fail before anything runs, with a message that names the key --
+programmatically (compose + ``Config.validate``) and through the command line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from _pipeline_helpers import cli, compose_config
+
+from pipeline.config import ConfigError
+
+# (override, what the message must say).  Values out of range: our ConfigError.
+BAD_VALUES = [
+    ("data.recordings=0", "config data.recordings=0: must be > 0"),
+    ("backend.name=tpu", "config backend.name='tpu': must be auto, numpy or cupy"),
+    ("model.kind=x", "config model.kind='x': must be fusion, cfc, ltc or lif"),
+    ("slo.availability_pct=300", "config slo.availability_pct=300.0: is a percentage of requests and cannot exceed 100"),
+    ("data.steps_per_block=-5", "config data.steps_per_block=-5: must be > 0"),
+    ("cluster=address", "config cluster.address=None: cluster=address needs cluster.address=tcp://host:port"),
+    ("scaling.n_workers=-1", "config scaling.n_workers=-1"),
+    # Hydra's `+` adds a key the schema lacks (a typo would be silently ignored): refused.
+    ("+model.hiden=3", "config model.hiden=3: no such key in ModelConfig"),
+]
+# Keys or types the schema does not have: Hydra refuses to compose, naming the key.
+BAD_KEYS = [
+    ("data.recordingz=3", "Key 'recordingz' not in 'DataConfig'"),
+    ("data.recordings=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("cluster=nope", "Could not find 'cluster/nope'"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
+def test_bad_value_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        compose_config([override])
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_KEYS, ids=[o for o, _ in BAD_KEYS])
+def test_unknown_key_or_type_is_a_hydra_error(override, message):
+    with pytest.raises(Exception) as info:  # noqa: PT011 (Hydra raises several exception types)
+        compose_config([override])
+    text = f"{info.value} {info.value.__cause__}"
+    assert message in text and not isinstance(info.value, ConfigError), text
+
+
+CLI_CASES = BAD_VALUES[:4] + BAD_VALUES[-1:] + BAD_KEYS[:1]
+
+
+@pytest.mark.parametrize(("override", "message"), CLI_CASES, ids=[o for o, _ in CLI_CASES])
+def test_cli_rejects_bad_config_with_the_key_named(override, message, tmp_path):
+    res = cli(override, f"hydra.run.dir={tmp_path / 'hydra'}", f"paths.output_dir={tmp_path / 'out'}", timeout=60)
+    assert res.returncode != 0
+    assert message in res.stderr + res.stdout, res.stderr
+    assert not (tmp_path / "out").exists()  # nothing ran
