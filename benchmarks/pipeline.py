@@ -11,11 +11,11 @@ cluster start and worker set-up are excluded, as the pipeline reports them.  A s
 is one recording x 10 model steps (1 s at 10 Hz).  Targets on 2 cores: efficiency >= 0.85
 with 2 workers, and 2 workers >= 1.8x one worker.
 
-Per-task overhead, from the 2-worker run, is what a worker slot spends per task beyond
-the bare forward: in-task read + write, the forward's slowdown next to other processes,
-and the gap between tasks (Dask round trip, scheduling, idle at chain ends).  From it the
-script derives the micro-batch (sequences per task) that 0.85 needs, and measures the
-bare Dask round trip (a no-op task) in the same run.
+Per-task overhead is what a worker slot spends per task beyond the bare forward: the
+in-task read + align + validate and write, the forward's slowdown next to other
+processes, and the gap between tasks (Dask round trip, scheduling, idle at chain ends).
+From it the script derives the micro-batch (sequences per task) that 0.85 needs (see
+:func:`per_task`), and measures the bare Dask round trip (a no-op task) in the same run.
 
     python benchmarks/pipeline.py [--recordings 128 --duration-s 30 --rpb 16 --spb 100]
 
@@ -128,7 +128,7 @@ def dask_round_trip(n: int = 30) -> dict:
     """Median submit-to-result time of a no-op task on a 1-worker LocalCluster."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                       silence_logs=logging.ERROR) as lc, Client(lc) as client:
         client.submit(abs, -1, pure=False).result()
         times = []
@@ -142,24 +142,26 @@ def dask_round_trip(n: int = 30) -> dict:
 def per_task(s: dict, n_workers: int, bare_seq_s: float, seqs_per_task: float) -> dict:
     """Where a worker slot's time goes per task, and the micro-batch 0.85 needs.
 
-    Per task and slot: bare forward c_b*S, in-pipeline forward c_p*S, in-task read+write
-    io*S (both per sequence), and a gap g (round trip, scheduling, idle).  Efficiency is
-    c_b*S / (c_p*S + io*S + g) >= E  <=>  S >= E*g / (c_b - E*(c_p + io)).
+    Per task and slot, with S sequences per task: the bare forward c_b*S; in the pipeline
+    the forward c_p*S and the read + align + validate r*S (both grow with S), the write w
+    (a dozen small zarr writes: about fixed) and the gap g between tasks (round trip,
+    scheduling, idle at chain ends).  Efficiency is c_b*S / (c_p*S + r*S + w + g) >= E
+    <=>  S >= E*(w + g) / (c_b - E*(c_p + r)); no S is enough when c_p + r > c_b / E.
     """
     n = max(s["regions_executed"], 1)
     busy = s["time_read_s"] + s["time_compute_s"] + s["time_write_s"]
     gap = max(0.0, n_workers * s["wall_s"] - busy) / n
     c_b = 1.0 / bare_seq_s
     c_p = s["time_compute_s"] / n / seqs_per_task
-    io_s = (s["time_read_s"] + s["time_write_s"]) / n / seqs_per_task
-    denom = c_b - TARGET_EFFICIENCY * (c_p + io_s)
-    need = TARGET_EFFICIENCY * gap / denom if denom > 0 else float("inf")
+    r = s["time_read_s"] / n / seqs_per_task
+    w = s["time_write_s"] / n
+    denom = c_b - TARGET_EFFICIENCY * (c_p + r)
+    need = TARGET_EFFICIENCY * (w + gap) / denom if denom > 0 else float("inf")
     return {
         "tasks": n, "seqs_per_task": seqs_per_task, "bare_forward_ms": c_b * seqs_per_task * 1e3,
-        "compute_ms": c_p * seqs_per_task * 1e3, "read_ms": s["time_read_s"] / n * 1e3,
-        "write_ms": s["time_write_s"] / n * 1e3, "gap_ms": gap * 1e3,
-        "overhead_ms": (c_p - c_b + io_s) * seqs_per_task * 1e3 + gap * 1e3,
-        "compute_slowdown": c_p / c_b, "seqs_per_task_needed": need,
+        "compute_ms": c_p * seqs_per_task * 1e3, "read_ms": r * seqs_per_task * 1e3, "write_ms": w * 1e3,
+        "gap_ms": gap * 1e3, "overhead_ms": ((c_p - c_b + r) * seqs_per_task + w + gap) * 1e3,
+        "compute_slowdown": c_p / c_b, "read_per_seq_vs_forward": r / c_b, "seqs_per_task_needed": need,
     }
 
 

@@ -52,21 +52,33 @@ def delta_scan_numpy(
     """
     dt = x.dtype
     th = np.asarray(threshold, dtype=dt)
-    on = np.zeros_like(x)
-    off = np.zeros_like(x)
+    neg_th = -th  # ref - x >= th  <=>  x - ref <= -th, exactly: IEEE subtraction is antisymmetric
+    B, T, C = x.shape
+    on = np.zeros((B, T, C), bool)
+    off = np.zeros((B, T, C), bool)
     ref = np.array(ref0, dtype=dt, copy=True)
     primed = np.array(primed0, dtype=bool, copy=True)
-    for t in range(x.shape[1]):
+    d = np.empty((B, C), dt)
+    live = np.empty((B, C), bool)
+    move = np.empty((B, C), bool)
+    for t in range(T):
         xt = x[:, t]
         v = valid[:, t, None]
-        live = primed & v
+        np.logical_and(primed, v, out=live)
         # NaN/Inf at invalid steps compare False and never reach ref (masked by v).
-        up = live & (xt - ref >= th)
-        down = live & (ref - xt >= th)
-        on[:, t] = up
-        off[:, t] = down
-        ref = np.where(v & (~primed | up | down), xt, ref)
-        primed = primed | v
+        np.subtract(xt, ref, out=d)
+        up, down = on[:, t], off[:, t]
+        np.greater_equal(d, th, out=up)
+        up &= live
+        np.less_equal(d, neg_th, out=down)
+        down &= live
+        # ref <- x where the step is valid and (the first valid input, or an event fired)
+        np.logical_or(up, down, out=move)
+        move |= ~primed
+        move &= v
+        np.copyto(ref, xt, where=move)
+        primed |= v
+    return on.astype(dt), off.astype(dt), ref, primed
     return on, off, ref, primed
 
 

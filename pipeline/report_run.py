@@ -71,7 +71,7 @@ def summarize(stats: RunStats, net) -> dict:
     wall = max(stats.wall_s, 1e-9)
     busy = stats.read_s + stats.compute_s + stats.write_s
     n = max(len(stats.latencies_s), 1)
-    workers = [w for _, w in stats.worker_samples] or [0]
+    workers = [w for _, w in stats.worker_samples] or [1]
     return {
         "regions_executed": len(stats.keys), "regions_total": stats.n_regions_total,
         "regions_already_done": stats.resumed_done, "wall_s": stats.wall_s,
@@ -81,9 +81,9 @@ def summarize(stats: RunStats, net) -> dict:
         "batch_latency_p95_ms": float(np.percentile(lat, 95)),
         "batch_latency_p99_ms": float(np.percentile(lat, 99)),
         "time_read_s": stats.read_s, "time_compute_s": stats.compute_s, "time_write_s": stats.write_s,
-        # Submit-to-result time not spent reading, computing or writing: scheduling, queueing
-        # behind the chain's previous block, transfer; per region.
-        "overhead_per_region_ms": max(0.0, (float(np.sum(stats.latencies_s)) - busy) / n * 1e3),
+        # Worker time not spent reading, computing or writing, per region: scheduling,
+        # round trips, start-up and chain ends (latency above also holds queueing).
+        "overhead_per_region_ms": max(0.0, float(np.mean(workers)) * wall - busy) / n * 1e3,
         "workers_min": min(workers), "workers_max": max(workers),
         "spikes_per_sequence": stats.spikes / max(stats.sequences, 1e-9),
         "quarantined_blocks": int(sum(stats.quarantined.values())),
@@ -124,7 +124,7 @@ def summary_table(s: dict) -> str:
                                             f" / {s['batch_latency_p99_ms']:.0f} ms"),
         ("time in read / compute / write", f"{s['time_read_s']:.2f} / {s['time_compute_s']:.2f} / "
                                            f"{s['time_write_s']:.2f} s (summed over workers)"),
-        ("overhead per region", f"{s['overhead_per_region_ms']:.1f} ms"),
+        ("idle worker time per region", f"{s['overhead_per_region_ms']:.1f} ms"),
         ("workers (min-max)", f"{s['workers_min']}-{s['workers_max']}"),
         ("quarantined blocks", f"{s['quarantined_blocks']} in {s['quarantined_recordings']} recordings"),
         ("model", f"{s['model_params']:,} parameters, {s['model_mflop_per_sequence']:.2f} MFLOP/sequence"),

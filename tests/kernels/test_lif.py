@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kernels.lif import LIF, lif_scan_numpy
-from kernels.params import LIFParams, LIFState
+from kernels.params import LIFParams, LIFState, OpCounts
 from tests.kernels._compare import require
 
 F32 = np.float32
@@ -98,7 +98,7 @@ def test_state_carry_equals_whole(backend, reset, dtype):
 def test_ops_and_params(backend):
     lif = LIF.init(4, backend=backend)
     lif.forward(backend.asarray(np.ones((2, 3, 4)), dtype=F32))
-    assert tuple(lif.last_ops) == (0, 0, 0, 0) and lif.n_params == 0
+    assert lif.last_ops == OpCounts() and lif.n_params == 0
 
 
 def test_validation_errors(backend):

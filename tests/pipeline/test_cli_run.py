@@ -7,7 +7,13 @@ import os
 import subprocess
 import sys
 
-from _pipeline_helpers import QUIET_ENV, artifact_json, base_overrides, mlflow_runs, session_processes
+from _pipeline_helpers import (
+    QUIET_ENV,
+    artifact_json,
+    base_overrides,
+    mlflow_runs,
+    session_processes,
+)
 
 from pipeline.config import PROJECT_ROOT
 

@@ -39,7 +39,7 @@ def test_dashboard_status_page_answers_while_the_cluster_runs():
 def test_cluster_address_runs_on_an_existing_scheduler_and_leaves_it_up(make_config, tmp_path):
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                       silence_logs=logging.ERROR, env=WORKER_ENV) as lc, Client(lc) as client:
         cfg = make_config("cluster=address", f"cluster.address={lc.scheduler_address}",
                           "data.steps_per_block=100", "tracking.run_name=addr")
