@@ -134,20 +134,22 @@ class RegionWriter:
         import zarr
 
         self.group = zarr.open_group(str(path), mode="r+")
+        # Array handles opened once: each lookup reads and parses metadata from disk.
+        self.arrays = dict(self.group.arrays())
         self.layout = OutputLayout(**json.loads(self.group.attrs["layout"]),
                                    state_specs=self._specs())
 
     def _specs(self) -> tuple:
         return tuple(
             (name[len("state_"):], arr.shape[2:], str(arr.dtype))
-            for name, arr in self.group.arrays() if name.startswith("state_")
+            for name, arr in self.arrays.items() if name.startswith("state_")
         )
 
     def read_state(self, g: int, k: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Final state of block ``k`` of group ``g`` and that block's quarantine flags."""
         rs = self.layout.recordings(g)
-        state = {n: np.asarray(self.group[f"state_{n}"][rs, k]) for n, _, _ in self.layout.state_specs}
-        return state, np.asarray(self.group["quarantined"][rs, k])
+        state = {n: np.asarray(self.arrays[f"state_{n}"][rs, k]) for n, _, _ in self.layout.state_specs}
+        return state, np.asarray(self.arrays["quarantined"][rs, k])
 
     def write(self, g: int, k: int, *, y: np.ndarray, spikes: np.ndarray, valid: np.ndarray,
               quarantined: np.ndarray, restarted: np.ndarray, state: dict[str, np.ndarray]) -> None:
@@ -158,11 +160,11 @@ class RegionWriter:
         """
         rs, ss = self.layout.recordings(g), self.layout.steps(k)
         nr, ns = rs.stop - rs.start, ss.stop - ss.start
-        self.group["y"][rs, ss] = y[:nr, :ns]
-        self.group["spikes"][rs, ss] = spikes[:nr, :ns]
-        self.group["valid"][rs, ss] = valid[:nr, :ns]
-        self.group["quarantined"][rs, k] = quarantined[:nr]
-        self.group["restarted"][rs, k] = restarted[:nr]
-        for name, arr in state.items():
-            self.group[f"state_{name}"][rs, k] = arr[:nr]
-        self.group["done"][g, k] = True
+        a = self.arrays
+        writes = [("y", (rs, ss), y[:nr, :ns]), ("spikes", (rs, ss), spikes[:nr, :ns]),
+                  ("valid", (rs, ss), valid[:nr, :ns]), ("quarantined", (rs, k), quarantined[:nr]),
+                  ("restarted", (rs, k), restarted[:nr])]
+        writes += [(f"state_{n}", (rs, k), arr[:nr]) for n, arr in state.items()]
+        for name, region, data in writes:  # exactly one chunk per variable
+            a[name][region] = data
+        a["done"][g, k] = True  # last: the region is complete only once everything is on disk

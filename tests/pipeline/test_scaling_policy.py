@@ -185,7 +185,7 @@ def test_adaptive_subclasses_scale_a_real_cluster(kind):
 
     log = ScaleLog()
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         if kind == "predictive":
             policy = PredictivePolicy(_cfg(maximum=2, bin_s=0.2, forecast_horizon_s=0.2, cooldown_up_s=0.0,
                                            cooldown_down_s=0.6))
