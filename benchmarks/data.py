@@ -149,20 +149,9 @@ def bench_network(path: Path, batch: int, steps: int, repeats: int) -> dict:
 
 
 def log_mlflow(workload: dict, flat: dict, json_path: Path) -> str | None:
-    import mlflow
-    from mlflow.entities import Metric, Param
+    from pipeline.tracking import log_benchmark
 
-    mlflow.set_tracking_uri(f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}")
-    if mlflow.get_experiment_by_name("neuroliquid-bench") is None:
-        mlflow.create_experiment("neuroliquid-bench", artifact_location=(REPO / "mlruns" / "artifacts").as_uri())
-    mlflow.set_experiment("neuroliquid-bench")
-    now = int(time.time() * 1000)
-    with mlflow.start_run(run_name="data") as run:
-        mlflow.tracking.MlflowClient().log_batch(
-            run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in flat.items() if v is not None],
-            params=[Param(k, str(v)) for k, v in workload.items()])
-        mlflow.log_artifact(str(json_path))
-    return run.info.run_id
+    return log_benchmark("data", workload, flat, json_path)
 
 
 def main(argv=None) -> int:

@@ -140,27 +140,14 @@ def bench_events(backend, a) -> list[dict]:
 
 
 def log_mlflow(workload: dict, rows: list[dict], json_path: Path) -> str | None:
-    try:
-        import mlflow  # noqa: PLC0415  (optional here: the benchmark runs without it)
-    except ImportError:
-        return None
-    mlflow.set_tracking_uri(f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}")
-    if mlflow.get_experiment_by_name("neuroliquid-bench") is None:
-        mlflow.create_experiment("neuroliquid-bench", artifact_location=(REPO / "mlruns" / "artifacts").as_uri())
-    mlflow.set_experiment("neuroliquid-bench")
-    from mlflow.entities import Metric, Param  # noqa: PLC0415
+    from pipeline.tracking import log_benchmark
 
-    now = int(time.time() * 1000)
-    metrics = []
+    metrics = {}
     for r in rows:
         key = re.sub(r"[^A-Za-z0-9_.-]+", "_", r["row"].replace("%", "pct")).strip("_")
-        metrics += [Metric(f"{key}.ours_seq_s", r["ours_seq_s"], now, 0), Metric(f"{key}.ratio", r["ratio"], now, 0),
-                    Metric(f"{key}.peer_seq_s", r["peer_seq_s"], now, 0)]
-    with mlflow.start_run(run_name="kernels") as run:
-        mlflow.tracking.MlflowClient().log_batch(run.info.run_id, metrics=metrics,
-                                                 params=[Param(k, str(v)) for k, v in workload.items()])
-        mlflow.log_artifact(str(json_path))
-    return run.info.run_id
+        metrics.update({f"{key}.ours_seq_s": r["ours_seq_s"], f"{key}.ratio": r["ratio"],
+                        f"{key}.peer_seq_s": r["peer_seq_s"]})
+    return log_benchmark("kernels", workload, metrics, json_path)
 
 
 def main(argv=None) -> int:

@@ -135,3 +135,27 @@ def tracked_run(tracking_uri: str, experiment: str, run_name: str, artifact_root
         raise
     finally:
         tracker.end(status)
+
+
+def log_benchmark(name: str, params: Mapping[str, Any], metrics: Mapping[str, Any],
+                  artifact: Path | None = None, root: Path | None = None) -> str | None:
+    """Log one benchmark (``benchmarks/*.py``) like any run: experiment ``neuroliquid-bench``
+    in the project's store.  Returns the run id, or None where mlflow is not installed (a
+    bare GPU box): the benchmark still prints and saves its JSON."""
+    import math
+
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return None
+    root = root or Path(__file__).resolve().parents[1]
+    tracker = Tracker(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", "neuroliquid-bench", name,
+                      root / "mlruns" / "artifacts",
+                      tags={"benchmark": name, "git_commit": git_commit(root), **package_versions()})
+    tracker.log_params(params)
+    tracker.log_metrics({k: float(v) for k, v in metrics.items()
+                         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)})
+    if artifact is not None:
+        tracker.log_artifact(Path(artifact))
+    tracker.end()
+    return tracker.run_id
