@@ -102,7 +102,7 @@ class _PoolWatcher:
         self.thread.start()
 
     def _read(self) -> int:
-        n = len(self.client.scheduler_info(n_workers=-1)["workers"])
+        n = _n_workers(self.client)
         if self.record:  # fixed pools: adaptive ones record their own samples
             self.scale_log.sample(self.clock(), n)
         return n
@@ -122,13 +122,20 @@ class _PoolWatcher:
         self.thread.join(timeout=2)
 
 
+def _n_workers(client) -> int:
+    """Workers the scheduler knows now, from a direct RPC.  ``client.scheduler_info()``
+    returns a cache that the client's own periodic refresh overwrites with an empty
+    worker list (it asks for ``n_workers=0``), so a reader racing it saw 0 workers."""
+    return len(client.nthreads())
+
+
 def _warm_up(client, store: str, cfg, n_steps: np.ndarray) -> None:
     """One small request batch per worker before the first phase (not counted): the
     store's shard pools and timestamp index are built on first use."""
     from pipeline.tasks import serve_requests
 
     rec = int(np.argmax(n_steps))
-    workers = list(client.scheduler_info(n_workers=-1)["workers"])
+    workers = list(client.nthreads())
     futs = [client.submit(serve_requests, store, np.array([rec] * 4), np.zeros(4, np.int64),
                           cfg.load.window_steps, cfg.data.policy, cfg.data.imu_window,
                           key=f"warmup-{i}", pure=False, workers=[w], allow_other_workers=False)
@@ -230,13 +237,15 @@ def run_phase(client, phase, reqs: Requests, cfg, store: str, clock, completions
             except queue.Empty:
                 break
     records = [RequestRecord(phase.name, float(reqs.arrival_s[i]), float(completion[i]), bool(ok[i]),
-                             error=errors[i]) for i in range(n)]
+                             error=errors[i], recording=int(reqs.recordings[i]), start_step=int(reqs.starts[i]))
+               for i in range(n)]
     return records, {"ops": ops, "lag_s": float(lag.max(initial=0.0)), "busy_s": busy}
 
 
 def run_load(cfg) -> dict:
     """``task=run`` with ``load=seed_phases``: every phase, the report, MLflow."""
     import dataclasses
+    import json
     from pathlib import Path
 
     from pipeline.cluster import default_workers, open_client
@@ -312,7 +321,7 @@ def run_load(cfg) -> dict:
                 records.extend(recs)
                 print(f"  {phase.name}: {completed}/{len(recs)} ok in {duration:.2f} s")
             workers_now.stop()
-            healthy = len(client.scheduler_info(n_workers=-1)["workers"])
+            healthy = _n_workers(client)
             scale_log.sample(clock(), healthy)
             if adaptive is not None:
                 adaptive.stop()
@@ -330,6 +339,11 @@ def run_load(cfg) -> dict:
         text = report.markdown()
         print(text)
         log_report(tracker, report, out_dir / "report")
+        # The raw per-request records the report is computed from, so anyone can recompute it.
+        tracker.log_artifact_text(json.dumps([dataclasses.asdict(r) for r in records]), "report/requests.json")
+        tracker.log_artifact_text(json.dumps({"events": [dataclasses.asdict(e) for e in scale_log.events],
+                                              "samples": scale_log.samples, "t_start": report.t_start}),
+                                  "report/scale_log.json")
         tracker.log_metrics({"requests_total": len(records), "worker_busy_s": busy_s,
                              "service_ms_per_request": busy_s / max(n_ok, 1) * 1e3})
         print(f"MLflow: run {tracker.run_id} in experiment {tracker.experiment_id}; `make ui` to browse")

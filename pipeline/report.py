@@ -9,6 +9,8 @@ Definitions (times in s on the run's one monotonic clock, latencies in ms):
     success      = 100 * completed / requests                   (failed, quarantined, timed out count)
     energy/req   = phase energy / completed requests            J (source: nvml, rapl or model)
     workers      = min, time-weighted mean, max of the pool over the window
+    worker-s     = integral of the pool size over the run's window (first arrival to last
+                   completion): the run's cost figure
     scalability  = peak phase throughput / first (baseline) phase throughput
 
 SLA verdicts: worst phase p99 <= slo.p99_ms, peak phase throughput >= slo.throughput_rps,
@@ -26,7 +28,7 @@ import numpy as np
 
 from pipeline.config import SloConfig
 from pipeline.energy import PhaseEnergy
-from pipeline.scaling import ScaleLog, pool_window, worker_seconds
+from pipeline.scaling import ScaleLog, pool_window
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class RequestRecord:
     batch_size: int = 1
     worker: str = ""
     error: str = ""
+    recording: int = -1  # which window of which recording the request asked for (-1: not given)
+    start_step: int = -1
 
 
 @dataclass
@@ -290,7 +294,11 @@ def build_report(records: list[RequestRecord], metas: list[PhaseMeta], slo: SloC
     rates = [p.throughput_rps for p in phases if p.throughput_rps is not None]
     peak = max(rates) if rates else None
     base = phases[0].throughput_rps
-    ws = worker_seconds(scale_log.samples, max(t1, scale_log.samples[-1][0])) if scale_log and scale_log.samples else None
+    # Over the run's window only, as the phases' pool figures: the pool before the first
+    # arrival (start-up, warm-up) and after the last completion is not the load's cost, and
+    # fixed and adaptive pools start sampling at different times.
+    ws = (pool_window(scale_log.samples, t0, t1)[1] * (t1 - t0)
+          if scale_log and scale_log.samples and t1 > t0 else None)
     head = Headline(peak, completed / (t1 - t0) if t1 > t0 else None, peak / base if peak and base else None,
                     total, completed, 100.0 * completed / total,
                     len(scale_log.events) if scale_log else 0, ws, t1 - t0)

@@ -40,7 +40,9 @@ class WorkerSampler:
     def sample(self, force: bool = False) -> None:
         now = time.perf_counter()
         if force or now - self._last >= self.every_s:
-            n = len(self.client.scheduler_info(n_workers=-1)["workers"])
+            # Ask the scheduler: the client's cached scheduler_info() is periodically
+            # overwritten and can briefly list no workers.
+            n = len(self.client.nthreads())
             self.samples.append((now - self.t0, n))
             self._last = now
 

@@ -27,13 +27,14 @@ SOURCES = {"model", "rapl", "nvml", "nvml+rapl"}
 
 # A predictive pool of 1..2 that has to grow and shrink within ~7 s of load.  The test
 # model's requests cost ~1-2 ms of worker time each (a ~2 ms fixed cost per micro-batch
-# of up to 32 at 5 ms batching), so a target utilisation of 0.2 asks for a second worker
-# from ~150 requests/s; the bins, horizon and cooldowns are shrunk to match.
+# of up to 32 at 5 ms batching), so a target utilisation of 0.15 asks for a second
+# worker from ~60-100 requests/s and keeps one at 20; bins, horizon and cooldowns shrink
+# to match.
 RISE_AND_FALL = ("load.phases=[{name:baseline,requests:10,rate_rps:20},{name:moderate,requests:20,rate_rps:40},"
                  "{name:high,requests:100,rate_rps:200},{name:peak,requests:400,rate_rps:400},"
                  "{name:hyperscale,requests:100,rate_rps:null},{name:sustained,requests:120,rate_rps:20}]")
 PREDICTIVE = ["scaling=predictive", "scaling.minimum=1", "scaling.maximum=2", "scaling.interval_s=0.1",
-              "scaling.bin_s=0.25", "scaling.forecast_horizon_s=0.5", "scaling.target_utilisation=0.2",
+              "scaling.bin_s=0.25", "scaling.forecast_horizon_s=0.5", "scaling.target_utilisation=0.15",
               "scaling.cooldown_up_s=0", "scaling.cooldown_down_s=1.5", "scaling.startup_timeout_s=30"]
 ADAPTIVE = ["scaling=adaptive", "scaling.minimum=1", "scaling.maximum=2", "scaling.interval_s=0.2"]
 FIXED = ["scaling=fixed", "scaling.n_workers=2"]
