@@ -120,6 +120,13 @@ def check_resumable(path: Path, fingerprints: dict[str, str]) -> None:
         )
 
 
+def stored_layout(path: Path) -> dict:
+    """The region grid an existing output store was created with."""
+    import zarr
+
+    return json.loads(zarr.open_group(str(path), mode="r").attrs["layout"])
+
+
 def done_regions(path: Path) -> np.ndarray:
     """(n_groups, n_blocks) bool: regions whose completion marker is written."""
     import zarr

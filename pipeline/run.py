@@ -51,6 +51,18 @@ def fingerprints(cfg: Config, store: Path, weights_sha: str) -> dict[str, str]:
     return {"config": _digest(config), "weights": weights_sha[:16], "input": _digest(meta)}
 
 
+def size_groups(rpb: int, chunk: int, n_recordings: int, workers: int) -> int:
+    """Recordings per micro-batch: the configured size, lowered in whole input chunks until
+    there are at least two recording groups per worker (chains run in parallel only
+    across groups), but never below one chunk.  Micro-batches must align with the chunks."""
+    if rpb % chunk and rpb < n_recordings:
+        raise ValueError(f"data.recordings_per_batch={rpb} is not a multiple of the store's recording chunk "
+                         f"({chunk}); micro-batches must align with chunks")
+    while rpb > chunk and -(-n_recordings // rpb) < 2 * workers:
+        rpb = max(chunk, (rpb - 1) // chunk * chunk)
+    return rpb
+
+
 class _Progress:
     """A one-line progress bar on stderr (the dashboard shows the task stream)."""
 
@@ -99,9 +111,28 @@ def run(cfg: Config) -> dict:
     geometry = Geometry.of_store(reader, cfg.data.imu_window)
     weights_path, net = prepare_weights(cfg.model, geometry, out_dir / f"{run_name}.weights.npz")
     weights_sha = sha256_file(weights_path)
-    prints = fingerprints(cfg, store, weights_sha)
 
-    rpb, spb = cfg.data.recordings_per_batch, cfg.data.steps_per_block
+    gpu_ok, why = cuda_probe() if cfg.backend.name in ("auto", "cupy") else (False, "numpy requested")
+    n_gpus = 0
+    if gpu_ok:
+        import cupy
+
+        n_gpus = cupy.cuda.runtime.getDeviceCount()
+    from pipeline.cluster import default_workers
+
+    n_workers = cfg.scaling.n_workers or default_workers(n_gpus)
+    pool_max = max(n_workers, cfg.scaling.maximum if cfg.scaling.kind != "fixed" else 0)
+    if cfg.resume and (out_path / "zarr.json").exists():
+        rpb = outputs.stored_layout(out_path)["recordings_per_group"]  # the interrupted run's grid
+    else:
+        rpb = size_groups(cfg.data.recordings_per_batch, int(reader.arrays["vision"].chunks[0]),
+                          reader.n_recordings, pool_max)
+    if rpb != cfg.data.recordings_per_batch:
+        print(f"data.recordings_per_batch={cfg.data.recordings_per_batch} -> {rpb}: at least two recording "
+              f"groups per worker ({pool_max}) keep every worker busy to the end")
+        cfg.data.recordings_per_batch = rpb  # logged and fingerprinted as run
+    prints = fingerprints(cfg, store, weights_sha)
+    spb = cfg.data.steps_per_block
     n_steps = int(reader.meta["n_steps"].max(initial=0))
     layout = outputs.OutputLayout(reader.n_recordings, n_steps, rpb, spb, net.config.n_outputs,
                                   state_specs(net))
@@ -128,18 +159,6 @@ def run(cfg: Config) -> dict:
         ])
     n_todo = sum(map(len, chains))
 
-    gpu_ok, why = cuda_probe() if cfg.backend.name in ("auto", "cupy") else (False, "numpy requested")
-    n_gpus = 0
-    if gpu_ok:
-        import cupy
-
-        n_gpus = cupy.cuda.runtime.getDeviceCount()
-    from pipeline.cluster import default_workers
-
-    n_workers = cfg.scaling.n_workers or default_workers(n_gpus)
-    if layout.n_groups < 2 * n_workers:
-        print(f"note: {layout.n_groups} recording groups for {n_workers} workers; fewer than 2 per worker "
-              f"leaves workers idle at chain ends (lower data.recordings_per_batch)")
     from pipeline.tracking import flatten, git_commit, package_versions
 
     tags = {"task": "run", "model": cfg.model.kind, "backend.requested": cfg.backend.name,
