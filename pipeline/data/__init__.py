@@ -4,12 +4,12 @@ See docs/data.md for the schema and the alignment and validation rules.
 """
 
 from pipeline.data.align import RowIndex, latest_at_or_before, step_times, window_samples
-from pipeline.data.batches import AlignedBatch, MicroBatch, plan_batches, read_batch
+from pipeline.data.batches import AlignedBatch, MicroBatch, plan_batches
 from pipeline.data.check import CheckReport, check_store
 from pipeline.data.errors import SchemaError, SensorDataError
 from pipeline.data.generator import generate_store
 from pipeline.data.reader import StoreReader, open_reader
-from pipeline.data.windows import read_windows
+from pipeline.data.windows import read_batch, read_windows
 
 __all__ = [
     "AlignedBatch", "CheckReport", "MicroBatch", "RowIndex", "SchemaError", "SensorDataError", "StoreReader",

@@ -77,8 +77,12 @@ def window_samples(index: RowIndex, tau: np.ndarray, step_ns: int, window: int, 
     ``n_in (R, T)`` the number of samples in the window before truncation to ``window``.
     """
     T = tau.shape[-1]
-    both = index.search(np.concatenate([tau, tau - np.int64(step_ns)], axis=-1), "right", rows)  # one search
-    hi, lo = both[..., :T], both[..., T:]
+    if T and (tau[..., 1:] - tau[..., :-1] == step_ns).all():  # consecutive steps: a window starts where the last ends
+        edges = index.search(np.concatenate([tau[..., :1] - np.int64(step_ns), tau], axis=-1), "right", rows)
+        lo, hi = edges[..., :-1], edges[..., 1:]
+    else:
+        both = index.search(np.concatenate([tau, tau - np.int64(step_ns)], axis=-1), "right", rows)  # one search
+        hi, lo = both[..., :T], both[..., T:]
     n_in = hi - lo
     first = np.maximum(lo, hi - window)  # keep the latest `window` samples
     idx = first[..., None] + np.arange(window)

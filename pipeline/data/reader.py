@@ -4,8 +4,9 @@ A worker keeps one :class:`StoreReader` per store (see :func:`open_reader`).  Pe
 metadata is read once; each modality's timestamps are read once per group of recordings
 (they are the seek index into the sensor arrays: 8 bytes per sample) and kept in a
 bounded LRU cache; each shard's presence and index are verified once.  Sensor data is
-read per micro-batch as one slab per variable: the batch's rows times the span of
-samples its steps use.
+read through the reader's shard pools (:mod:`pipeline.data.pools`): whole decoded shards,
+so the next blocks of a batch run's recordings, and other requests in the same shards,
+are served from memory.
 """
 
 from __future__ import annotations
@@ -26,13 +27,11 @@ from pipeline.data.validate import clean_times, timestamp_problems, validate_sch
 class StoreReader:
     """Read-side handle on one store (``path``); safe to reuse across micro-batches.
 
-    ``cache_bytes`` bounds each cache (timestamp indexes; read-ahead time shards; the shard
-    pools of :func:`pipeline.data.windows.read_windows`).
-    ``readahead`` fetches whole time shards of a batch's rows and serves the following
-    blocks of those recordings from memory (batch runs read blocks in order).
+    ``cache_bytes`` bounds each cache (timestamp indexes; the shard pools that
+    :func:`pipeline.data.read_batch` and :func:`pipeline.data.read_windows` gather from).
     """
 
-    def __init__(self, path: str | Path, cache_bytes: int = 512 * 2**20, readahead: bool = True) -> None:
+    def __init__(self, path: str | Path, cache_bytes: int = 512 * 2**20) -> None:
         self.path = Path(path).resolve()
         self.ds = open_dataset(self.path)
         validate_schema(self.ds)
@@ -45,13 +44,10 @@ class StoreReader:
             over = np.nonzero((self.meta[m.count] < 0) | (self.meta[m.count] > self.ds.sizes[m.dim]))[0]
             if over.size:
                 raise SchemaError(m.count, f"valid count outside [0, {self.ds.sizes[m.dim]}]", recordings=over)
-        self.readahead = readahead
-        self._slabs: OrderedDict = OrderedDict()  # (var, r0, r1, i0, i1) -> decoded time shard
-        self._slab_bytes = 0
         self._times: OrderedDict = OrderedDict()
         self._cache_bytes, self._cached = cache_bytes, 0
         self._verified: dict[str, set] = {n: set() for n in VARIABLES}
-        self._windows = None  # pipeline.data.windows state (shard pools, index groups), made on first use
+        self._pools = None  # pipeline.data.pools.PoolState (shard pools, index groups), made on first use
 
     def _read_meta(self, name: str) -> np.ndarray:
         problems = chunk_problems(self.path, self.arrays[name], name)
@@ -97,73 +93,6 @@ class StoreReader:
             except Exception:
                 bad[sub.start - rows.start: sub.stop - rows.start] = True
         return out, bad
-
-    def read_many(self, rows: slice, spans: dict[str, slice], quarantine: bool = False) -> dict:
-        """:meth:`read` of several variables over the same rows, fetched concurrently.
-
-        One round trip to zarr's event loop per micro-batch instead of one per variable
-        (each round trip costs a thread hand-off, which dominates small reads).  With
-        read-ahead, whole time shards of the rows are fetched and kept (LRU, bounded), so
-        the next blocks of the same recordings -- the next micro-batches of a batch run --
-        are served from memory.  Variables with chunk problems take the per-chunk path.
-        """
-        import asyncio  # noqa: PLC0415
-
-        from zarr.core.sync import sync  # noqa: PLC0415  (zarr's own sync bridge)
-
-        out, plans, fetch = {}, {}, {}
-        for name, span in spans.items():
-            arr = self.arrays[name]
-            shard = (arr.shards or arr.chunks)[1] if self.readahead else None
-            region = span if shard is None else slice(span.start - span.start % shard,
-                                                      min(-(-span.stop // shard) * shard, arr.shape[1]))
-            if chunk_problems(self.path, arr, name, rows, region, verified=self._verified[name]):
-                out[name] = self.read(name, rows, span, quarantine)
-                continue
-            if shard is None:
-                fetch[(name, rows.start, rows.stop, span.start, span.stop)] = (name, span)
-                plans[name] = [((name, rows.start, rows.stop, span.start, span.stop), span.start)]
-                continue
-            plans[name] = []
-            for j0 in range(region.start, max(region.stop, region.start + 1), shard):
-                key = (name, rows.start, rows.stop, j0, min(j0 + shard, arr.shape[1]))
-                plans[name].append((key, j0))
-                if key not in self._slabs:
-                    fetch[key] = (name, slice(j0, key[4]))
-
-        async def get():
-            return await asyncio.gather(*(self.arrays[n]._async_array.getitem((rows, sl)) for n, sl in fetch.values()),
-                                        return_exceptions=True)
-
-        failed = set()
-        for key, values in zip(fetch, sync(get()) if fetch else [], strict=True):
-            if isinstance(values, Exception):
-                failed.add(key[0])
-            else:
-                self._remember(self._slabs, key, np.asarray(values))
-        for name, parts in plans.items():
-            span = spans[name]
-            if name in failed:
-                out[name] = self.read(name, rows, span, quarantine)
-                continue
-            pieces = []
-            for key, j0 in parts:
-                slab = self._slabs[key] if key in self._slabs else None
-                if slab is None:  # evicted while assembling: fetch plainly
-                    slab = np.asarray(self.arrays[name][rows, key[3]:key[4]])
-                pieces.append(slab[:, max(span.start, j0) - j0: max(min(span.stop, key[4]) - j0, 0)])
-            values = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
-            out[name] = (values, np.zeros(rows.stop - rows.start, bool))
-        if not self.readahead:
-            self._slabs.clear()
-        return out
-
-    def _remember(self, cache: OrderedDict, key, value: np.ndarray) -> None:
-        cache[key] = value
-        self._slab_bytes += value.nbytes
-        while self._slab_bytes > self._cache_bytes and len(cache) > 1:
-            _, old = cache.popitem(last=False)
-            self._slab_bytes -= old.nbytes
 
     def _chunk_error(self, kind, name, rs: slice, ts: slice, exc=None) -> SensorDataError:
         dim = VARIABLES[name].dims[1] if len(VARIABLES[name].dims) > 1 else None

@@ -1,204 +1,67 @@
-"""Scattered windows: many (recording, start step) requests gathered in one vectorised read.
+"""Aligned reads: contiguous micro-batches and scattered windows, one vectorised gather.
 
-:func:`read_batch` reads a contiguous block of recordings x steps.  A load test serves
-independent requests -- one window of ``steps`` model steps of one recording each -- and
-a micro-batcher groups a few dozen of them, from anywhere in the store.
-:func:`read_windows` turns such a group into one :class:`AlignedBatch` (row ``i`` = request
-``i``) with the same alignment and validation as ``read_batch`` of each request alone:
+:func:`read_batch` reads a contiguous block of recordings x steps (a batch run's
+micro-batch).  :func:`read_windows` reads N independent windows -- one window of
+``steps`` model steps of one recording each, from anywhere in the store (a load test's
+micro-batch) -- and row ``i`` equals ``read_batch`` of request ``i`` alone.  Both are
+the same :func:`gather` of (recording, start step) rows:
 
-* timestamps: the reader's cached :class:`RowIndex` of each shard's row group, searched for
-  all requests of that group at once (one ``searchsorted`` per modality and group);
-* sensor data: each variable keeps a pool of decoded shards (shard rows x time shard) in
-  one preallocated array ``(slots, rows, times, ...)`` with a lookup table
-  (row group, time shard) -> slot, so gathering every request's samples is a single
-  fancy index per variable.  Shards not in the pool are fetched in one round trip to
-  zarr's event loop; the least recently used ones are replaced (bounded by the reader's
-  ``cache_bytes``).
-* missing or unreadable inner chunks are tracked per (slot, row, inner time chunk), so
-  only the requests that use them are failed or quarantined.
+* timestamps: the reader's cached :class:`RowIndex` of each shard's row group (or of the
+  whole store), searched for all rows of that group at once (one ``searchsorted`` per
+  modality and group);
+* sensor data: one fancy index per variable into its shard pool
+  (:mod:`pipeline.data.pools`); shards not held are fetched first, in one round trip;
+* validation of exactly the samples used: NaN/Inf, missing or unreadable chunks,
+  timestamps that repeat or go backwards (policy ``fail`` raises the first
+  :class:`SensorDataError`, ``quarantine`` masks the bad rows and lists them).
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 
 import numpy as np
 
 from pipeline.data.align import latest_at_or_before, step_times, window_samples
-from pipeline.data.batches import POLICIES, AlignedBatch, _zero_where_not
+from pipeline.data.batches import POLICIES, AlignedBatch, MicroBatch
 from pipeline.data.errors import SensorDataError
+from pipeline.data.pools import load_shards, pool_state
 from pipeline.data.reader import StoreReader, open_reader
-from pipeline.data.schema import MODALITIES, NS, VARIABLES
+from pipeline.data.schema import MODALITIES, NS
 from pipeline.data.store import chunk_problems
-from pipeline.data.validate import nonfinite, row_errors
+from pipeline.data.validate import row_errors
 
-_VARS = (*(m.var for m in MODALITIES.values()), "targets")
+_WHOLE = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)  # the spoiled span of a row whose timestamps are missing
 
 
 class _TooManyShards(Exception):
-    """One call needs more shards at once than a pool holds: the caller splits the requests."""
+    """One call needs more shards at once than a pool holds: the caller splits the rows."""
 
 
-class ShardPool:
-    """Decoded shards of one variable in one array, for single-fancy-index gathers.
+def read_batch(mb: MicroBatch, policy: str = "fail", *, imu_window: int = 10,
+               needs_restart: np.ndarray | None = None, reader: StoreReader | None = None) -> AlignedBatch:
+    """Read, align and validate one micro-batch: recordings ``mb.recordings`` x steps ``mb.steps``.
 
-    ``data (cap, RG, TS, ...)`` holds shard (row group g, time shard j) in slot
-    ``lut[g * n_ts + j]`` (-1: not held).  ``bad (cap, RG, TS // TC)`` marks missing or
-    unreadable inner chunks, whose values are the variable's fill value; ``problems[slot]``
-    lists them as ``(kind, rows, span)`` for error messages.
+    Parameters
+    ----------
+    mb : MicroBatch
+    policy : {"fail", "quarantine"}
+    imu_window : IMU samples per step handed to the network.
+    needs_restart : (B,) bool, the previous block's :meth:`AlignedBatch.carry_restart` (None: none).
+    reader : an open :class:`StoreReader` (default: the process-wide one for ``mb.store``).
+
+    Raises
+    ------
+    SensorDataError
+        Under ``fail``, for the first bad input (variable, recordings, time range).
     """
-
-    def __init__(self, reader: StoreReader, name: str, cap: int) -> None:
-        arr = reader.arrays[name]
-        outer = arr.shards or arr.chunks
-        self.name, self.arr, self.reader = name, arr, reader
-        self.shape = arr.shape
-        self.RG, self.TS = outer[0], min(outer[1], arr.shape[1])
-        self.RC, self.TC = arr.chunks[0], arr.chunks[1]
-        self.n_ts = math.ceil(self.shape[1] / self.TS)
-        n_keys = math.ceil(self.shape[0] / self.RG) * self.n_ts
-        self.cap = max(1, min(cap, n_keys))
-        self.lut = np.full(n_keys, -1, np.int64)
-        self.keys = np.full(self.cap, -1, np.int64)
-        # np.zeros (calloc): pages are committed only as slots fill, so a large cap costs nothing up front
-        self.data = np.zeros((self.cap, self.RG, self.TS, *self.shape[2:]), arr.dtype)
-        self.bad = np.zeros((self.cap, self.RG, math.ceil(self.TS / self.TC)), bool)
-        self.any_bad = np.zeros(self.cap, bool)
-        self.problems: dict[int, list] = {}
-        self.used = np.zeros(self.cap, np.int64)
-        self.tick = 0
-
-    def locate(self, recs: np.ndarray, idx: np.ndarray):
-        """(key, row, t) of sample ``idx`` (any shape broadcasting with ``recs``) of recordings ``recs``."""
-        return (recs // self.RG) * self.n_ts + idx // self.TS, recs % self.RG, idx % self.TS
-
-    def region(self, key: int) -> tuple[slice, slice]:
-        g, j = divmod(int(key), self.n_ts)
-        return (slice(g * self.RG, min((g + 1) * self.RG, self.shape[0])),
-                slice(j * self.TS, min((j + 1) * self.TS, self.shape[1])))
-
-    def claim(self, keys: np.ndarray) -> list[tuple[int, int]]:
-        """Mark ``keys`` (unique) in use; give each one not held a slot.  Returns [(key, slot)] to load."""
-        self.tick += 1
-        slots = self.lut[keys]
-        held = slots >= 0
-        self.used[slots[held]] = self.tick
-        missing = keys[~held]
-        if not missing.size:
-            return []
-        victims = np.argpartition(self.used, missing.size - 1)[: missing.size] if missing.size < self.cap \
-            else np.arange(self.cap)
-        out = []
-        for key, slot in zip(missing.tolist(), victims.tolist(), strict=True):
-            if self.keys[slot] >= 0:
-                self.lut[self.keys[slot]] = -1
-            self.keys[slot], self.lut[key], self.used[slot] = key, slot, self.tick
-            self.problems.pop(slot, None)
-            self.bad[slot], self.any_bad[slot] = False, False
-            out.append((key, slot))
-        return out
-
-    def release(self, items: list[tuple[int, int]]) -> None:
-        """Forget claimed ``(key, slot)`` pairs (their load failed)."""
-        for key, slot in items:
-            self.lut[key], self.keys[slot], self.used[slot] = -1, -1, 0
-
-    def store(self, slot: int, values: np.ndarray) -> None:
-        self.data[slot, : values.shape[0], : values.shape[1]] = values
-
-    def load_chunkwise(self, key: int, slot: int, problems: list) -> None:
-        """Fill ``slot`` inner chunk by inner chunk, marking the missing and unreadable ones."""
-        rows, span = self.region(key)
-        self.data[slot] = VARIABLES[self.name].fill
-        found = list(problems)
-        for r0 in range(rows.start, rows.stop, self.RC):
-            for t0 in range(span.start, span.stop, self.TC):
-                rs, ts = slice(r0, min(r0 + self.RC, rows.stop)), slice(t0, min(t0 + self.TC, span.stop))
-                if any(p[1].start < rs.stop and rs.start < p[1].stop and p[2].start < ts.stop and ts.start < p[2].stop
-                       for p in problems):
-                    continue
-                try:
-                    self.data[slot, rs.start - rows.start: rs.stop - rows.start,
-                              ts.start - span.start: ts.stop - span.start] = np.asarray(self.arr[rs, ts])
-                except Exception:  # corrupt chunk bytes the shard index did not reveal
-                    found.append(("unreadable-chunk", rs, ts))
-        for _, rs, ts in found:
-            a, b = max(rs.start, rows.start) - rows.start, min(rs.stop, rows.stop) - rows.start
-            c, d = (max(ts.start, span.start) - span.start) // self.TC, -(-(min(ts.stop, span.stop) - span.start)
-                                                                         // self.TC)
-            self.bad[slot, a:b, c:d] = True
-        self.any_bad[slot] = bool(found)
-        self.problems[slot] = found
-
-    def chunk_error(self, slot: int, row: int, t: int) -> SensorDataError:
-        """The reader's error for the bad inner chunk under (slot, row, t)."""
-        rows, span = self.region(self.keys[slot])
-        r, i = rows.start + row, span.start + t
-        for kind, rs, ts in self.problems.get(slot, []):
-            if rs.start <= r < rs.stop and ts.start <= i < ts.stop:
-                return self.reader._chunk_error(kind, self.name, rs, ts)
-        return self.reader._chunk_error("missing-chunk", self.name, slice(r, r + 1), slice(i, i + 1))
-
-
-class _WindowState:
-    """What :func:`read_windows` keeps on a reader: shard pools and timestamp-index groups.
-
-    The pools share ``cache_bytes`` so that every variable holds the same number of shards.
-    The timestamp index of a modality covers the whole store when its timestamps take at
-    most ``cache_bytes / 16`` (then one search serves every request), else one shard row
-    group (each touched group is one search).
-    """
-
-    def __init__(self, rd: StoreReader) -> None:
-        per = sum(math.prod(rd.arrays[n].shards or rd.arrays[n].chunks) * rd.arrays[n].dtype.itemsize for n in _VARS)
-        cap = max(2, rd._cache_bytes // max(per, 1))
-        self.pools = {n: ShardPool(rd, n, cap) for n in _VARS}
-        self.group: dict[str, int] = {}
-        for name, m in MODALITIES.items():
-            arr = rd.arrays[m.time]
-            size = (arr.shards or arr.chunks)[0]
-            if arr.nbytes <= rd._cache_bytes // 16:
-                index, _ = rd.timestamps(name, slice(0, rd.n_recordings), True)
-                if int(index.width) * rd.n_recordings < 2**62:  # RowIndex keeps rows apart in one int64 range
-                    size = rd.n_recordings
-            self.group[name] = size
-
-
-def _state(rd: StoreReader) -> _WindowState:
-    if rd._windows is None:
-        rd._windows = _WindowState(rd)
-    return rd._windows
-
-
-def _load(rd: StoreReader, todo: dict[str, list[tuple[int, int]]]) -> None:
-    """Fetch the claimed shards of all variables in one round trip to zarr's event loop."""
-    import asyncio  # noqa: PLC0415
-
-    from zarr.core.sync import sync  # noqa: PLC0415  (zarr's own sync bridge)
-
-    pools = rd._windows.pools
-    fetch = []
-    for name, items in todo.items():
-        pool = pools[name]
-        for key, slot in items:
-            rows, span = pool.region(key)
-            problems = chunk_problems(rd.path, pool.arr, name, rows, span, verified=rd._verified[name])
-            if problems:
-                pool.load_chunkwise(key, slot, problems)
-            else:
-                fetch.append((pool, key, slot, rows, span))
-    if not fetch:
-        return
-
-    async def get():
-        return await asyncio.gather(*(p.arr._async_array.getitem((rows, span)) for p, _, _, rows, span in fetch),
-                                    return_exceptions=True)
-
-    for (pool, key, slot, _, _), values in zip(fetch, sync(get()), strict=True):
-        if isinstance(values, Exception):
-            pool.load_chunkwise(key, slot, [])
-        else:
-            pool.store(slot, np.asarray(values))
+    if policy not in POLICIES:
+        raise ValueError(f"policy {policy!r} is not one of {POLICIES}")
+    rd = reader or open_reader(mb.store)
+    recs = np.arange(*mb.recordings)
+    b = gather(rd, recs, np.full(recs.size, mb.steps[0]), mb.steps[1] - mb.steps[0], policy, imu_window)
+    prev = np.zeros(recs.size, bool) if needs_restart is None else np.asarray(needs_restart, bool)
+    return dataclasses.replace(b, steps=np.arange(*mb.steps), restart=prev & ~b.quarantined)
 
 
 def read_windows(store: str, recordings: np.ndarray, start_steps: np.ndarray, steps: int, policy: str = "fail", *,
@@ -239,18 +102,35 @@ def read_windows(store: str, recordings: np.ndarray, start_steps: np.ndarray, st
         raise ValueError(f"recordings must lie in [0, {rd.n_recordings}): {recs.min()}..{recs.max()}")
     if s0.size and s0.min() < 0:
         raise ValueError(f"start_steps must be >= 0: {s0.min()}")
+    return gather(rd, recs, s0, int(steps), policy, imu_window)
+
+
+def gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, steps: int, policy: str, imu_window: int):
+    """:class:`AlignedBatch` of rows (``recs[i]``, steps ``s0[i] + arange(steps)``); arguments checked.
+
+    Rows that need more shards at once than a pool holds are read in halves.
+    """
     try:
-        return _read_windows(rd, recs, s0, int(steps), policy == "quarantine", imu_window)
-    except _TooManyShards:  # more distinct shards than a pool holds: halve the request list
+        return _gather(rd, recs, s0, steps, policy == "quarantine", imu_window)
+    except _TooManyShards:
         if recs.size < 2:
             raise RuntimeError(f"one window of {steps} steps needs more shards than the reader's cache_bytes "
                                f"({rd._cache_bytes}) holds") from None
         h = recs.size // 2
-        a = read_windows(store, recs[:h], s0[:h], steps, policy, imu_window=imu_window, reader=rd)
-        b = read_windows(store, recs[h:], s0[h:], steps, policy, imu_window=imu_window, reader=rd)
+        a = gather(rd, recs[:h], s0[:h], steps, policy, imu_window)
+        b = gather(rd, recs[h:], s0[h:], steps, policy, imu_window)
         return AlignedBatch(**{f: np.concatenate([getattr(a, f), getattr(b, f)])
                                for f in AlignedBatch.__dataclass_fields__ if f != "problems"},
                             problems=a.problems + b.problems)
+
+
+def _timestamps_missing(rd: StoreReader, modality: str, r: int) -> SensorDataError:
+    """The reader's error for recording ``r``'s missing or unreadable timestamp chunk."""
+    m = MODALITIES[modality]
+    span = slice(0, max(int(rd.meta[m.count][r]), 1))
+    problems = chunk_problems(rd.path, rd.arrays[m.time], m.time, slice(r, r + 1), span)
+    kind, rs, ts = problems[0] if problems else ("unreadable-chunk", slice(r, r + 1), span)
+    return rd._chunk_error(kind, m.time, rs, ts)
 
 
 def _groups(recs: np.ndarray, size: int):
@@ -265,7 +145,8 @@ def _groups(recs: np.ndarray, size: int):
     return out
 
 
-def _read_windows(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, imu_window: int):
+def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, imu_window: int) -> AlignedBatch:
+    """:func:`gather` of rows that fit the pools: align, fetch what is missing, gather, validate."""
     N = recs.size
     step_idx = s0[:, None] + np.arange(T)
     tau = step_times(step_idx, rd.step_ns)
@@ -283,7 +164,7 @@ def _read_windows(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: 
             bad[...] |= b
 
     # 1. timestamps: per shard row group, every request of the group in one search
-    state = _state(rd)
+    state = pool_state(rd)
     aligned, grouped = {}, {}
     for name, m in MODALITIES.items():
         size = state.group[name]
@@ -311,6 +192,8 @@ def _read_windows(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: 
                 at = np.arange(N)[sel]
                 for k, r in zip(at.tolist(), rows.tolist(), strict=True):
                     for lo, hi in spans.get(r, ()):
+                        if not q and (lo, hi) == _WHOLE:  # its timestamp chunks are missing: name them
+                            raise _timestamps_missing(rd, name, g0 + r)
                         spoiled[k] |= (tau_abs[k] >= lo) & (tau_abs[k] - rd.step_ns <= hi)
         flag(spoiled, "timestamps-not-increasing", m.time,
              "timestamps repeat, go backwards or are missing around these steps")
@@ -325,29 +208,29 @@ def _read_windows(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: 
         pool = pools[var]
         r = recs.reshape((N,) + (1,) * (idx.ndim - 1))
         key, row, t = pool.locate(r, idx)
-        where[var] = (key, row, t, np.unique(key[ok]))
+        where[var] = (key, row, t, pool.needed(key[ok]))
         if where[var][3].size > pool.cap:
             raise _TooManyShards
     for var, (_, _, _, need) in where.items():
         todo[var] = pools[var].claim(need)
     if any(todo.values()):
         try:
-            _load(rd, todo)
+            load_shards(rd, todo)
         except BaseException:  # never leave a claimed slot without its data
             for var, items in todo.items():
                 pools[var].release(items)
             raise
 
-    # 3. gather: one fancy index per variable; then chunk and value checks
+    # 3. gather: one fancy index per variable (zeros where unused); then chunk and value checks
     out = {}
     for name, var in (*((n, m.var) for n, m in MODALITIES.items()), ("targets", "targets")):
         idx, ok = aligned[name]
         pool = pools[var]
         key, row, t, _ = where[var]
-        slot = pool.lut[key]  # -1 (not held) only where not ok: reads a harmless slot, masked below
-        x = pool.data[slot, row, t]
+        lin = pool.flat_index(key, row, t, ok & (valid[..., None] if ok.ndim == 3 else valid))
+        x = pool.flat[lin]
         readable = ok
-        if pool.any_bad.any() and pool.any_bad[slot[ok]].any():
+        if pool.any_bad.any() and pool.any_bad[(slot := pool.lut[key])[ok]].any():
             hole = pool.bad[slot, row, t // pool.TC] & ok
             if hole.any():
                 if not q:
@@ -358,23 +241,19 @@ def _read_windows(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: 
                 flag(hole.any(axis=-1) if hole.ndim == 3 else hole, "missing-chunk", var,
                      "chunk missing or unreadable")
                 readable = ok & ~hole
-        if name == "targets":
-            flag(nonfinite(x, readable), "nan-or-inf", var, "NaN or Inf targets")
-        else:
-            used = readable.any(axis=-1) if name == "imu" else readable
-            flag(nonfinite(np.where(readable[..., None], x, 0) if name == "imu" else x, used), "nan-or-inf", var,
-                 "NaN or Inf values (or fill values of a missing chunk)")
-        out[name] = (x, ok)
+        if pool.nonfinite is not None:  # NaN/Inf among the samples used (fill values of bad chunks are not)
+            nan = pool.nonfinite[lin] & readable
+            flag(nan.any(axis=-1) if nan.ndim == 3 else nan, "nan-or-inf", var,
+                 "NaN or Inf targets" if name == "targets" else "NaN or Inf values (or fill values of a missing chunk)")
+        out[name] = x
 
     quarantined = bad.any(axis=1)
     keep = valid & ~quarantined[:, None]
-    cam, cam_ok = out["camera"]
-    lid, lid_ok = out["lidar"]
-    imu, imu_ok = out["imu"]
-    targets, _ = out["targets"]
-    cam_ok, lid_ok, imu_ok = cam_ok & keep, lid_ok & keep, imu_ok & keep[..., None]
+    if quarantined.any():  # everything else a read does not use is already zero
+        for x in out.values():
+            x[quarantined] = 0
+    cam_ok, lid_ok = aligned["camera"][1] & keep, aligned["lidar"][1] & keep
     return AlignedBatch(
-        recordings=recs, steps=step_idx, camera=_zero_where_not(cam, cam_ok), camera_valid=cam_ok,
-        lidar=_zero_where_not(lid, lid_ok), lidar_valid=lid_ok, imu=_zero_where_not(imu, imu_ok), imu_valid=imu_ok,
-        targets=_zero_where_not(targets, keep), valid=keep, quarantined=quarantined,
-        restart=np.zeros(N, bool), problems=tuple(problems))
+        recordings=recs, steps=step_idx, camera=out["camera"], camera_valid=cam_ok, lidar=out["lidar"],
+        lidar_valid=lid_ok, imu=out["imu"], imu_valid=aligned["imu"][1] & keep[..., None], targets=out["targets"],
+        valid=keep, quarantined=quarantined, restart=np.zeros(N, bool), problems=tuple(problems))
