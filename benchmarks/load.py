@@ -74,7 +74,8 @@ def make_store(path: Path, recordings: int, duration_s: float) -> None:
 
 
 def config(store: Path, root: Path, mode: str, a, name: str):
-    """The run's typed config, composed from conf/ exactly as the CLI does."""
+    """The run's typed config, composed from conf/ exactly as the CLI does
+    (``experiment=seed_load``, its scaling group overridden per mode)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -86,7 +87,8 @@ def config(store: Path, root: Path, mode: str, a, name: str):
                "predictive": ["scaling=predictive", f"scaling.maximum={a.maximum}"]
                + ([f"scaling.cooldown_down_s={a.cooldown_down_s}"] if a.cooldown_down_s is not None else [])}[mode]
     overrides = [
-        "backend=numpy", "model=fusion", "load=seed_phases", f"load.scale={a.scale}", f"data.path={store}",
+        "experiment=seed_load", "backend=numpy", "model=fusion", "load=seed_phases", f"load.scale={a.scale}",
+        f"data.path={store}",
         *scaling, "cluster.dashboard_address=127.0.0.1:0", f"paths.output_dir={root / 'out'}",
         f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.artifact_dir={root / 'artifacts'}",
         "tracking.experiment=bench-load", f"tracking.run_name={name}",

@@ -5,7 +5,10 @@ phase's schedule whether or not the pool keeps up.  A micro-batcher groups arriv
 requests like Triton's dynamic batching: a batch leaves when it is full or its oldest
 request has waited ``max_wait_ms``, and only while fewer than two batches per worker
 are in flight (otherwise requests keep queueing and later batches grow); it fills a
-batch with requests from the oldest request's store shard first.
+batch with requests from the oldest request's store shard first.  Under Dask's own
+Adaptive (``scaling=adaptive``) the cap is two batches per worker of ``scaling.maximum``
+workers, whatever the pool now: the scheduler only scales on work it can see, so the
+backlog must reach its queue, not wait in this client (``inflight_cap``).
 
 Latency = completion (when this client sees the result) - the request's *scheduled*
 arrival, on one monotonic clock, so neither queueing nor a late generator hides (no
@@ -129,18 +132,36 @@ def _n_workers(client) -> int:
     return len(client.nthreads())
 
 
+def shard_warm_requests(n_steps: np.ndarray, window: int, shard_recordings: int,
+                        shard_steps: int) -> tuple[list[int], list[int]]:
+    """One request window in every (recording shard, step shard) of the store that holds
+    one: (recordings, starts), for the worker setup's warm read."""
+    recs, starts = [], []
+    for g in range(0, len(n_steps), shard_recordings):
+        rec = g + int(np.argmax(n_steps[g:g + shard_recordings]))
+        for s0 in range(0, int(n_steps[rec]) - window + 1, shard_steps):
+            recs.append(rec)
+            starts.append(s0)
+    return recs, starts
+
+
 def _warm_up(client, store: str, cfg, n_steps: np.ndarray) -> None:
-    """One small request batch per worker before the first phase (not counted): the
-    store's shard pools and timestamp index are built on first use."""
+    """Small request batches on every worker before the first phase (not counted): the
+    store's shard pools and timestamp index are built on first use.  The second round
+    runs under the phases' key prefix ("serve"), so the scheduler's duration estimate for
+    it (which Dask's Adaptive reads) starts from a warm batch, not from Dask's 0.5 s guess
+    for an unknown task, which asked Adaptive for a pool at the first batch."""
     from pipeline.tasks import serve_requests
 
     rec = int(np.argmax(n_steps))
     workers = list(client.nthreads())
-    futs = [client.submit(serve_requests, store, np.array([rec] * 4), np.zeros(4, np.int64),
-                          cfg.load.window_steps, cfg.data.policy, cfg.data.imu_window,
-                          key=f"warmup-{i}", pure=False, workers=[w], allow_other_workers=False)
-            for i, w in enumerate(workers)]
-    client.gather(futs)
+    for r, prefix in enumerate(("warmup", "serve")):
+        futs = [client.submit(serve_requests, store, np.array([rec] * 4), np.zeros(4, np.int64),
+                              cfg.load.window_steps, cfg.data.policy, cfg.data.imu_window,
+                              key=(prefix, "warmup", r * len(workers) + i), pure=False, workers=[w],
+                              allow_other_workers=False)
+                for i, w in enumerate(workers)]
+        client.gather(futs)
 
 
 def _noop() -> None:
@@ -155,6 +176,20 @@ def roundtrip_floor(client, n: int = 50) -> tuple[float, float]:
         client.submit(_noop, key=f"noop-{i}-{time.perf_counter_ns()}", pure=False).result()
         times.append((time.perf_counter() - t) * 1e3)
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def inflight_cap(scaling, workers: int) -> int:
+    """Micro-batches the client keeps in flight: two per worker (one running, one queued
+    behind it), so that a busy pool makes later batches grow instead of queueing.
+    ``scaling=adaptive`` counts ``scaling.maximum`` workers instead: Dask's Adaptive sizes
+    the pool from the work queued *on the scheduler* (``adaptive_target``: occupancy /
+    target_duration), and with two batches per running worker the scheduler never saw
+    more than ~0.1 s of work however long the client's own queue grew, so it never
+    scaled.  The predictive policy reads the arrivals themselves and keeps the tight cap."""
+    n = max(workers, 1)
+    if scaling.kind == "adaptive":
+        n = max(n, scaling.maximum)
+    return 2 * n
 
 
 def run_phase(client, phase, reqs: Requests, cfg, store: str, clock, completions: _Completions,
@@ -191,13 +226,16 @@ def run_phase(client, phase, reqs: Requests, cfg, store: str, clock, completions
             errors[i] = f"timed out after {L.request_timeout_s} s in the queue"
             completion[i] = now
             finished += 1
-        slots = 2 * max(workers_now(), 1) - len(inflight)
+        slots = inflight_cap(cfg.scaling, workers_now()) - len(inflight)
         while pending and slots > 0 and (
             len(pending) >= L.max_batch or now - reqs.arrival_s[pending[0]] >= L.max_wait_ms / 1e3
             or released == n
         ):
             idx = take_batch(pending, reqs.shard, L.max_batch, L.prefer_shard)
-            key = f"serve-{phase.name}-{batch_id}"
+            # One key prefix ("serve") for every phase: the scheduler's duration estimate
+            # (which Adaptive's target reads) carries over instead of restarting at
+            # Dask's 0.5 s unknown-task guess each phase.
+            key = ("serve", phase.name, batch_id)
             batch_id += 1
             fut = client.submit(serve_requests, store, reqs.recordings[idx], reqs.starts[idx],
                                 L.window_steps, cfg.data.policy, cfg.data.imu_window, key=key, pure=False)
@@ -224,7 +262,7 @@ def run_phase(client, phase, reqs: Requests, cfg, store: str, clock, completions
                     ops = ops + OpCounts(**r["ops"])
                     busy += r["read_s"] + r["compute_s"]
                     if adaptive is not None and hasattr(adaptive, "policy") and r["compute_s"] > 0:
-                        adaptive.policy.observe_service_time((r["read_s"] + r["compute_s"]) / len(idx))
+                        adaptive.policy.observe_service_time((r["read_s"] + r["compute_s"]) / len(idx), len(idx))
                 else:
                     exc = fut.exception()
                     for i in idx:
@@ -283,8 +321,12 @@ def run_load(cfg) -> dict:
         initial = max(1, scaling.minimum) if adaptive_kind else n_workers
         with open_client(cfg.cluster, n_workers=initial, shared_paths=[store.parent],
                          adaptive=adaptive_kind, env=WORKER_ENV) as (client, cluster):
+            warm_recs, warm_starts = shard_warm_requests(reader.meta["n_steps"], L.window_steps, shard_recs,
+                                                         shard_steps)
+            warm = {"recordings": warm_recs, "starts": warm_starts, "steps": L.window_steps,
+                    "policy": cfg.data.policy, "imu_window": cfg.data.imu_window}
             client.register_plugin(NetworkSetup(cfg.backend.name, str(weights_path), cfg.backend.threads,
-                                                store=str(store)))
+                                                store=str(store), warm=warm))
             print(f"dashboard: {client.dashboard_link}")
             client.wait_for_workers(initial, timeout=120)
             info = next(iter(client.run(worker_info).values()))

@@ -7,17 +7,28 @@ Predictive policy, times in seconds on one monotonic clock, rates in requests/s:
     arrivals counted in bins of width D (``bin_s``):  y_k = n_k / D
     Holt's linear method:  l_k = a y_k + (1 - a)(l_{k-1} + b_{k-1})
                            b_k = c (l_k - l_{k-1}) + (1 - c) b_{k-1}     (a = alpha, c = beta)
-    forecast  r(t + H) = max(0, l_K + b_K (t + H - m_K) / D)   m_K: middle of the last bin
+    forecast  r(t + H) = max(0, l_K, l_K + b_K (t + H - m_K) / D)   m_K: middle of the last bin
     demand    W = r(t + H) * s          busy workers (s: measured service s/request)
     need      N = ceil(W / u)           clamped to [minimum, maximum]  (u: target utilisation)
 
+    level need  N_l = ceil(max(0, l_K) s / u), clamped     (the smoothed rate now, no trend)
+
 Scale up to N when the pool we have or are starting (running + starting - lost) would run
 above ``u (1 + tolerance)`` and ``cooldown_up_s`` has passed since the last event.  Scale
-down only to the largest N seen over the last ``cooldown_down_s`` (a stabilisation window
+down only to the largest N_l seen over the last ``cooldown_down_s`` (a stabilisation window
 as in Kubernetes' HPA), and not sooner than ``cooldown_down_s`` after the last event.
 Workers lost below the committed target are replaced at once, cooldowns notwithstanding:
 flapping and retiring busy workers are what users hit (pitfalls.md, Dask adaptive).
-The forecast sees only observed arrivals, never the configured load schedule.
+
+The forecast sees only observed arrivals, never the configured load schedule.  Up and down
+read different signals on purpose.  Up anticipates: a rising trend is extrapolated over
+the horizon H (set to the worker start-up time plus one interval, so a worker asked for
+now serves when the forecast load arrives), and a falling one never forecasts below the
+level (the max).  Down waits for what is arriving: after a burst Holt's trend undershoots
+and then overshoots as it recovers, and a step up from idle reads as a rising trend, so a
+trend-extrapolated need would hold a pool for many bins of a low steady load.  This
+cannot flap on a ramp as long as ``cooldown_down_s >= H``: over the window the level
+itself grows by more than the trend term added at its start.
 """
 
 from __future__ import annotations
@@ -35,7 +46,10 @@ from distributed.deploy.adaptive import Adaptive
 
 from pipeline.config import ScalingConfig
 
-_SERVICE_EWMA = 0.3  # weight of a new service-time measurement
+# Weight of each request in the service-time EWMA: a batch of n requests moves it by
+# 1 - (1 - w)^n, so the estimate is request-weighted (a 1-request batch barely moves it,
+# a full 32-request batch by ~48 %) and spans ~1/w = 50 requests, not 3 batches.
+_SERVICE_WEIGHT_PER_REQUEST = 0.02
 
 
 class Decision(NamedTuple):
@@ -149,13 +163,17 @@ class PredictivePolicy:
             self._close_bins(self._bin_of(t))
             self._open_count += n
 
-    def observe_service_time(self, s_per_request: float) -> None:
-        """A measured service time per request (worker-seconds), smoothed by an EWMA; the
+    def observe_service_time(self, s_per_request: float, requests: int = 1) -> None:
+        """A batch of ``requests`` took ``s_per_request`` worker-seconds per request,
+        smoothed by a request-weighted EWMA (one request of small, noisy batches moves it
+        little; demand W = rate * s counts requests, so s is a per-request mean); the
         first measurement replaces ``initial_service_s``."""
         if not (s_per_request > 0 and math.isfinite(s_per_request)):
             raise ValueError(f"service time per request must be > 0 s, got {s_per_request}")
+        if requests < 1:
+            raise ValueError(f"a service-time measurement covers >= 1 request, got {requests}")
         with self._lock:
-            w = _SERVICE_EWMA if self._measured else 1.0
+            w = 1 - (1 - _SERVICE_WEIGHT_PER_REQUEST) ** requests if self._measured else 1.0
             self.service_s += w * (s_per_request - self.service_s)
             self._measured = True
 
@@ -171,7 +189,7 @@ class PredictivePolicy:
             return None
         mid = self._t0 + (self._open_bin - 0.5) * self.cfg.bin_s
         steps = (now + self.cfg.forecast_horizon_s - mid) / self.cfg.bin_s
-        return max(0.0, self._level + self._trend * steps)
+        return max(0.0, self._level, self._level + self._trend * steps)
 
     def recommend(self, now: float, current: int, starting: int = 0, lost: int = 0) -> Decision:
         """Target pool size at ``now``: ``current`` workers running, ``starting`` requested
@@ -185,16 +203,18 @@ class PredictivePolicy:
                 self._committed, self._last_event = have, now
             rate = self._forecast(now)
             if rate is None:
-                need = self._committed
+                need = level_need = self._committed
                 why = "no closed arrival bin yet"
             else:
+                level_need = self._clamp(math.ceil(max(0.0, self._level) * self.service_s
+                                                   / cfg.target_utilisation - 1e-9))
                 demand = rate * self.service_s
                 raw = math.ceil(demand / cfg.target_utilisation - 1e-9)
                 need = self._clamp(raw)
                 why = (f"forecast {rate:.1f} req/s at +{cfg.forecast_horizon_s:g} s x "
                        f"{self.service_s * 1e3:.2f} ms/req = {demand:.2f} busy workers / u={cfg.target_utilisation:g}"
                        f" -> need {raw}" + (f", clamped to {need}" if need != raw else ""))
-            self._needs.append((now, need))
+            self._needs.append((now, level_need))
             while self._needs and self._needs[0][0] < now - cfg.cooldown_down_s:
                 self._needs.popleft()
             old = self._committed
@@ -208,7 +228,8 @@ class PredictivePolicy:
             down_to = max(n for _, n in self._needs)
             if down_to < old and now - self._last_event >= cfg.cooldown_down_s:
                 return self._commit(now, down_to, f"down: largest need over {cfg.cooldown_down_s:g} s is "
-                                                  f"{down_to}; {why}")
+                                                  f"{down_to} (level {max(0.0, self._level or 0.0):.1f} req/s "
+                                                  f"now); {why}")
             return Decision(old, f"hold: {why}")
 
     def _commit(self, now: float, target: int, reason: str) -> Decision:

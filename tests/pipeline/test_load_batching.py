@@ -7,7 +7,8 @@ from collections import deque
 import numpy as np
 import pytest
 
-from pipeline.load import plan_phase, take_batch
+from pipeline.config import ScalingConfig
+from pipeline.load import inflight_cap, plan_phase, shard_warm_requests, take_batch
 
 
 def test_schedule_is_open_loop_at_the_offered_rate():
@@ -40,3 +41,20 @@ def test_batch_takes_oldest_then_same_shard_then_fifo():
     assert take_batch(pending, shard, 4, prefer_shard=False) == [0, 1, 2, 3]
     pending = deque([5])
     assert take_batch(pending, shard, 4, prefer_shard=True) == [5] and not pending
+
+
+def test_inflight_cap_lets_dask_adaptive_see_the_backlog():
+    fixed, predictive = ScalingConfig(kind="fixed", n_workers=2), ScalingConfig(kind="predictive", maximum=4)
+    adaptive = ScalingConfig(kind="adaptive", minimum=1, maximum=4)
+    assert [inflight_cap(fixed, n) for n in (0, 1, 2)] == [2, 2, 4]  # two per worker
+    assert [inflight_cap(predictive, n) for n in (1, 3)] == [2, 6]  # reads arrivals, not the queue
+    # Dask's Adaptive scales on the scheduler's queue: two per worker of the maximum pool
+    assert [inflight_cap(adaptive, n) for n in (0, 1, 4, 5)] == [8, 8, 8, 10]
+
+
+def test_warm_requests_touch_every_shard_once():
+    n_steps = np.array([120, 250, 9, 60, 30])
+    recs, starts = shard_warm_requests(n_steps, window=10, shard_recordings=2, shard_steps=100)
+    # group {0, 1}: its longest recording (1) at every step shard; {2, 3}: recording 3; {4}: 4
+    assert list(zip(recs, starts, strict=True)) == [(1, 0), (1, 100), (1, 200), (3, 0), (4, 0)]
+    assert all(s + 10 <= n_steps[r] for r, s in zip(recs, starts, strict=True))

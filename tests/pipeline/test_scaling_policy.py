@@ -33,11 +33,11 @@ def _cfg(**kw) -> ScalingConfig:
 
 
 def simulate(policy, rate, t_end, *, initial=1, startup_s=2.0, dt=0.1, interval_s=0.5, seed=0,
-             poisson=False, lose_at=None):
+             poisson=False, lose_at=None, service_s=SERVICE_S):
     """Fluid queue served by the pool; workers take ``startup_s`` to start.  Returns
     (decisions [(t, from, to, reason)], queue [(t, depth)])."""
     rng = np.random.default_rng(seed)
-    policy.observe_service_time(SERVICE_S)
+    policy.observe_service_time(service_s)
     running, starting, queue, carry = initial, [], 0.0, 0.0
     decisions, depth = [], []
     for i in range(int(round(t_end / dt))):
@@ -53,7 +53,7 @@ def simulate(policy, rate, t_end, *, initial=1, startup_s=2.0, dt=0.1, interval_
         starting = [r for r in starting if r > t]
         if lose_at is not None and abs(t - lose_at) < dt / 2:
             running -= 1
-        queue = max(0.0, queue + n - running / SERVICE_S * dt)
+        queue = max(0.0, queue + n - running / service_s * dt)
         depth.append((t, queue))
         if i % round(interval_s / dt) == 0:
             have = running + len(starting)
@@ -84,6 +84,66 @@ def test_scales_up_before_the_queue_builds_on_a_ramp():
     flat, _ = simulate(PredictivePolicy(_cfg(holt_beta=0.0, forecast_horizon_s=0.0)), ramp, 60)
     assert first_up < next(t for t, a, b, _ in flat if b > a)
     assert all(r.startswith("up:") for _, a, b, r in decisions if b > a)
+
+
+def _shipped(**kw) -> ScalingConfig:
+    """conf/scaling/predictive.yaml, the defaults a load run gets."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import PROJECT_ROOT
+
+    raw = OmegaConf.to_container(OmegaConf.load(PROJECT_ROOT / "conf" / "scaling" / "predictive.yaml"))
+    raw.pop("defaults", None)
+    return ScalingConfig(**{**raw, **kw})
+
+
+# load=seed_phases as the policy sees it: rate steps every ~2 s, a burst, a long low phase
+# (rates req/s; one worker serves 1 / 1.1 ms = 909 req/s, so the peak needs a second).
+SEED_STEPS = [(0.0, 50.0), (2.0, 200.0), (4.5, 500.0), (6.5, 1000.0), (8.5, None), (11.0, 100.0)]
+SEED_SERVICE_S, SEED_BURST = 1.1e-3, 5000
+
+
+def _seed_rate(t, dt=0.1):
+    start, r = [(t0, r) for t0, r in SEED_STEPS if t0 <= t + 1e-9][-1]
+    if r is None:
+        return SEED_BURST / dt if abs(t - start) < dt / 2 else 0.0
+    return r
+
+
+@pytest.mark.parametrize("shipped", [True, False])
+def test_seed_phase_steps_scale_up_before_the_queue_and_down_in_the_low_phase(shipped):
+    cfg = _shipped(maximum=2) if shipped else _cfg(maximum=2, target_utilisation=0.7, forecast_horizon_s=5.0,
+                                                   bin_s=1.0, holt_alpha=0.3, holt_beta=0.1)
+    backlog = 64
+    decisions, depth = simulate(PredictivePolicy(cfg), _seed_rate, 45.0, service_s=SEED_SERVICE_S)
+    _, alone = simulate(PredictivePolicy(_shipped(maximum=1)), _seed_rate, 45.0, service_s=SEED_SERVICE_S)
+    onset = next(t for t, q in alone if q > backlog)  # a single worker's queue builds in the peak
+    assert SEED_STEPS[3][0] < onset < SEED_STEPS[4][0]
+    ups = [t for t, a, b, _ in decisions if b > a]
+    if not shipped:  # the old defaults (1 s bins, alpha 0.3, beta 0.1, 5 s horizon) were late
+        assert not ups or ups[0] + 2.0 > onset
+        return
+    # asked for a worker start-up (2 s) before one worker's queue would build, so the
+    # pool's own queue stays short until the burst
+    assert ups and ups[0] + 2.0 < onset, decisions
+    assert max(q for t, q in depth if t < SEED_STEPS[4][0]) <= backlog
+    # back to one worker within the low phase: once the burst's queue is gone and the
+    # level settles, after cooldown_down_s; and no flapping: one up, one down
+    low = SEED_STEPS[5][0]
+    downs = [(t, b) for t, a, b, _ in decisions if b < a]
+    assert [b for _, b in downs] == [1] and low < downs[0][0] <= low + cfg.cooldown_down_s + 5.0, decisions
+    assert len(decisions) == 2
+
+
+def test_forecast_extrapolates_a_rise_but_not_a_fall():
+    p = PredictivePolicy(_cfg(bin_s=1.0, forecast_horizon_s=2.0, holt_alpha=0.5, holt_beta=0.5))
+    for k, n in enumerate([100, 200, 300]):
+        p.observe_arrivals(k + 0.5, n)
+    rising = p.forecast_rate(3.5)
+    assert rising > p._level > 200  # level + trend x horizon
+    for k, n in enumerate([100, 0, 0], start=3):
+        p.observe_arrivals(k + 0.5, n)
+    assert p._trend < 0 and p.forecast_rate(6.5) == pytest.approx(max(0.0, p._level))
 
 
 def test_holds_through_noise():
