@@ -245,7 +245,8 @@ class _RecordingMixin:
         self.clock = clock
 
     def _reason(self, direction: str, to: int) -> str:
-        raise NotImplementedError
+        """Why the pool moves; each concrete Adaptive below gives its own."""
+        raise NotImplementedError(f"{type(self).__name__} must say why it scales")
 
     async def scale_up(self, n):
         before = len(self.plan)
