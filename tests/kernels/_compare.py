@@ -23,3 +23,10 @@ def require(module_name: str) -> ModuleType:
         if in_ci():
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
+
+
+def require_format(suffix: str) -> None:
+    """Weights in ``.safetensors`` need the safetensors package: a product dependency,
+    but absent on a bare GPU box (numpy + cupy + pytest), where those cases skip."""
+    if suffix == ".safetensors":
+        require("safetensors")

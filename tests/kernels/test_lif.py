@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _compare import require
 
 from kernels.lif import LIF, lif_scan_numpy
 from kernels.params import LIFParams, LIFState, OpCounts
-from tests.kernels._compare import require
 
 F32 = np.float32
 

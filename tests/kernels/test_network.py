@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _compare import require, require_format
 
 from kernels import interop
 from kernels.network import FusionConfig, FusionNetwork
-from tests.kernels._compare import require
 
 VARIANTS = {
     "fusion": FusionConfig(),
@@ -121,6 +121,7 @@ def test_state_arrays_round_trip_and_reset_rows(backend):
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
 @pytest.mark.parametrize("name", ["fusion", "ltc", "lif"])
 def test_save_load_round_trip(backend, tmp_path, suffix, name):
+    require_format(suffix)
     cfg = VARIANTS[name]
     net = FusionNetwork.init(FusionConfig(**{**cfg.__dict__, "seed": 11}), backend)
     path = tmp_path / f"w{suffix}"

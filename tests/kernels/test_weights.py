@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _compare import require_format
 
 from kernels import get_backend
 from kernels.cfc import CfC
@@ -34,6 +35,7 @@ def assert_same_record(a, b):
 @pytest.mark.parametrize("kw", [dict(), dict(mode="pure", backbone_layers=0), dict(mode="no_gate", activation="gelu",
                                                                                     backbone_layers=3, proj_size=2)])
 def test_cfc_round_trip_and_same_outputs(tmp_path, backend, suffix, kw):
+    require_format(suffix)
     layer = CfC.init(5, 4, backbone_units=6, seed=3, backend=backend, **kw)
     path = save_params(tmp_path / f"cfc{suffix}", layer.params)
     loaded = load_params(path)
@@ -45,6 +47,7 @@ def test_cfc_round_trip_and_same_outputs(tmp_path, backend, suffix, kw):
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_ltc_and_lif_round_trip(tmp_path, backend, suffix):
+    require_format(suffix)
     ltc = LTC.init(3, 2, ode_unfolds=4, epsilon=1e-7, backend=backend, dtype=np.float64).params
     assert_same_record(ltc, load_params(save_params(tmp_path / f"ltc{suffix}", ltc)))
     lif = lif_from_snntorch([0.9, 0.5], threshold=0.7, reset_mechanism="zero")
@@ -53,6 +56,7 @@ def test_ltc_and_lif_round_trip(tmp_path, backend, suffix):
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_arrays_and_metadata(tmp_path, suffix):
+    require_format(suffix)
     arrays = {"a": np.arange(6, dtype=np.float64).reshape(2, 3), "b.c": np.ones(2, np.float32)}
     out, meta = load_arrays(save_arrays(tmp_path / f"x{suffix}", arrays, {"k": 1}))
     assert meta == {"k": "1"} and sorted(out) == ["a", "b.c"]
@@ -69,6 +73,7 @@ def test_unknown_suffix(tmp_path):
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_missing_key_and_foreign_file(tmp_path, suffix):
+    require_format(suffix)
     ltc = LTC.init(3, 2, backend=get_backend("numpy")).params
     arrays = {k: v for k, v in ltc.__dict__.items() if isinstance(v, np.ndarray) and k != "mu"}
     meta = {"format": "neuroliquid-params/1", "family": "ltc", "ode_unfolds": "6", "epsilon": "1e-08"}
