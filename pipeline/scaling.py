@@ -245,8 +245,8 @@ class _RecordingMixin:
         self.clock = clock
 
     def _reason(self, direction: str, to: int) -> str:
-        """Why the pool moves; each concrete Adaptive below gives its own."""
-        raise NotImplementedError(f"{type(self).__name__} must say why it scales")
+        """Why the pool moves; the concrete Adaptives below say more."""
+        return f"{direction}: target {to} workers"
 
     async def scale_up(self, n):
         before = len(self.plan)

@@ -30,6 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+
+class EmulatorLimit(RuntimeError):
+    """A launch the emulator cannot run faithfully (it refuses rather than guess)."""
+
+
 __version__ = "0.0+emulated"
 EMULATED = True  # lets a test tell this module from the real CuPy
 
@@ -205,7 +210,7 @@ class RawKernel:
     def __call__(self, grid, block, args, *, shared_mem: int = 0) -> None:
         grid, block = _dim3(grid), _dim3(block)
         if grid[2] != 1 or block[1:] != (1, 1):
-            raise NotImplementedError(f"{self.name}: the emulator runs 1-D blocks on a 2-D grid, "
+            raise EmulatorLimit(f"{self.name}: the emulator runs 1-D blocks on a 2-D grid, "
                                       f"got grid {grid} block {block}")
         if block[0] > _ATTRIBUTES["MaxThreadsPerBlock"]:
             raise ValueError(f"{self.name}: block {block} exceeds MaxThreadsPerBlock")
@@ -243,7 +248,7 @@ def _marshal(name: str, args) -> tuple[list, list, str]:
             if span not in spans:
                 for lo, n in spans:
                     if a.nbytes and n and lo < span[0] + a.nbytes and span[0] < lo + n:
-                        raise NotImplementedError(f"{name}: argument {i} partly overlaps another")
+                        raise EmulatorLimit(f"{name}: argument {i} partly overlaps another")
                 buf = np.full(a.nbytes + 2 * _GUARD, _POISON, np.uint8)
                 buf[_GUARD:_GUARD + a.nbytes] = a.reshape(-1).view(np.uint8)
                 spans[span] = buf
