@@ -69,28 +69,15 @@ def take_batch(pending: deque, shard: np.ndarray, max_batch: int, prefer_shard: 
 
 
 class _Completions:
-    """Stamps each future's completion on the run clock as soon as the client sees it."""
+    """Stamps each future's completion on the run clock as soon as the client sees it
+    (``Future.add_done_callback`` runs when the client learns the result; no polling)."""
 
     def __init__(self, clock) -> None:
-        from distributed import as_completed
-
         self.clock = clock
-        self.ac = as_completed([], with_results=False)
         self.done: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
 
     def add(self, fut) -> None:
-        self.ac.add(fut)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                for fut in self.ac:
-                    self.done.put((self.clock(), fut))
-            except Exception:  # as_completed raises StopIteration-likes when emptied; keep polling
-                pass
-            time.sleep(0.0005)
+        fut.add_done_callback(lambda f: self.done.put((self.clock(), f)))
 
 
 class _PoolWatcher:
