@@ -21,10 +21,17 @@ class ClusterError(RuntimeError):
     """The configured cluster cannot be started or reached, or cannot see the run's paths."""
 
 
-def default_workers(n_gpus: int) -> int:
-    """One worker per GPU when the CuPy backend runs (never one CUDA context per core),
-    else one single-threaded worker per core."""
-    return n_gpus if n_gpus > 0 else (os.cpu_count() or 1)
+def default_workers(backend: str) -> int:
+    """The pool when ``scaling.n_workers`` is 0: one worker per GPU when the CuPy backend
+    will run (never one CUDA context per core), else one single-threaded worker per core."""
+    if backend in ("auto", "cupy"):
+        from kernels.backend import cuda_probe
+
+        if cuda_probe()[0]:
+            import cupy
+
+            return cupy.cuda.runtime.getDeviceCount()
+    return os.cpu_count() or 1
 
 
 def _local(cfg, n_workers: int, env: dict[str, str]):

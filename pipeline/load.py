@@ -290,13 +290,13 @@ def run_load(cfg) -> dict:
     geometry = Geometry.of_store(reader, cfg.data.imu_window)
     weights_path, net = prepare_weights(cfg.model, geometry, out_dir / "weights.npz")
     L = cfg.load
-    n_workers = cfg.scaling.n_workers or default_workers(0)
+    n_workers = cfg.scaling.n_workers or default_workers(cfg.backend.name)
     scaling = dataclasses.replace(cfg.scaling, n_workers=n_workers)
     adaptive_kind = scaling.kind != "fixed"
     shard_recs = int(reader.arrays["vision"].shards[0]) if reader.arrays["vision"].shards else 64
     shard_steps = max(1, int(round(cfg.data.layout.shard_seconds * float(reader.attrs["targets_rate_hz"]))))
     rng = np.random.default_rng(L.seed)
-    tags = {"task": "load", "model": cfg.model.kind, "scaling": scaling.kind,
+    tags = {"task": "load", "model": cfg.model.kind, "scaling": scaling.kind, "backend.requested": cfg.backend.name,
             "git_commit": git_commit(Path(cfg.paths.root_dir)), **package_versions()}
     records, metas = [], []
     energy_args = (cfg.energy.rapl_root, cfg.energy.use_nvml, cfg.energy.use_rapl)

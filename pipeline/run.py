@@ -83,7 +83,6 @@ class _Progress:
 
 def run(cfg: Config) -> dict:
     """Run the batch pipeline; returns the summary dict (also logged to MLflow)."""
-    from kernels.backend import cuda_probe
     from pipeline import outputs
     from pipeline.cluster import open_client
     from pipeline.data import MicroBatch, open_reader
@@ -112,15 +111,9 @@ def run(cfg: Config) -> dict:
     weights_path, net = prepare_weights(cfg.model, geometry, out_dir / f"{run_name}.weights.npz")
     weights_sha = sha256_file(weights_path)
 
-    gpu_ok, why = cuda_probe() if cfg.backend.name in ("auto", "cupy") else (False, "numpy requested")
-    n_gpus = 0
-    if gpu_ok:
-        import cupy
-
-        n_gpus = cupy.cuda.runtime.getDeviceCount()
     from pipeline.cluster import default_workers
 
-    n_workers = cfg.scaling.n_workers or default_workers(n_gpus)
+    n_workers = cfg.scaling.n_workers or default_workers(cfg.backend.name)
     pool_max = max(n_workers, cfg.scaling.maximum if cfg.scaling.kind != "fixed" else 0)
     if cfg.resume and (out_path / "zarr.json").exists():
         rpb = outputs.stored_layout(out_path)["recordings_per_group"]  # the interrupted run's grid

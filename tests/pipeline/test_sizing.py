@@ -24,3 +24,20 @@ def test_groups_per_worker(rpb, chunk, recordings, workers, expected):
 def test_misaligned_batches_are_refused():
     with pytest.raises(ValueError, match="multiple of the store's recording chunk"):
         size_groups(100, 32, 256, 2)
+
+
+def test_default_pool_is_one_worker_per_gpu_or_per_core(monkeypatch):
+    import os
+    import sys
+    import types
+
+    import kernels.backend
+    from pipeline.cluster import default_workers
+
+    monkeypatch.setattr(kernels.backend, "cuda_probe", lambda: (False, "no GPU"))
+    assert default_workers("auto") == default_workers("numpy") == (os.cpu_count() or 1)
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 3)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(kernels.backend, "cuda_probe", lambda: (True, "3 GPUs"))
+    assert default_workers("auto") == default_workers("cupy") == 3  # never a CUDA context per core
+    assert default_workers("numpy") == (os.cpu_count() or 1)
