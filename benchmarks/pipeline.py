@@ -109,9 +109,12 @@ def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
     from kernels import get_backend
     from kernels.network import FusionNetwork
     from pipeline.data import MicroBatch, StoreReader, read_batch
+    from pipeline.config import ClusterConfig
     from pipeline.outputs import RegionWriter
+    from pipeline.plugins import tune_malloc
     from pipeline.tasks import _safe
 
+    malloc = tune_malloc(*ClusterConfig().malloc)  # as the pipeline's workers (pipeline.plugins)
     net = FusionNetwork.load(weights, get_backend("numpy", threads=1))
     writer = RegionWriter(out_store)
     n_steps = int(StoreReader(store).meta["n_steps"].max())
@@ -139,7 +142,7 @@ def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
                     for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2), strict=True):
                         t[k].append(v)
     ms = {f"{k}_ms": statistics.median(v) * 1e3 for k, v in t.items()}
-    return {"batch_ms": ms["forward_ms"], "seq_s": a.rpb * a.spb / 10 / (ms["forward_ms"] / 1e3), **ms,
+    return {"malloc": malloc, "batch_ms": ms["forward_ms"], "seq_s": a.rpb * a.spb / 10 / (ms["forward_ms"] / 1e3), **ms,
             "efficiency_bound": ms["forward_ms"] / (ms["read_ms"] + ms["forward_ms"] + ms["write_ms"])}
 
 

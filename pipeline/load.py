@@ -313,12 +313,12 @@ def run_load(cfg) -> dict:
             warm = {"recordings": warm_recs, "starts": warm_starts, "steps": L.window_steps,
                     "policy": cfg.data.policy, "imu_window": cfg.data.imu_window}
             client.register_plugin(NetworkSetup(cfg.backend.name, str(weights_path), cfg.backend.threads,
-                                                store=str(store), warm=warm))
+                                                store=str(store), warm=warm, malloc=cfg.cluster.malloc))
             print(f"dashboard: {client.dashboard_link}")
             client.wait_for_workers(initial, timeout=120)
             info = next(iter(client.run(worker_info).values()))
             tracker.set_tags({"backend": info["backend"], "device": info["device"],
-                              "backend.reason": info["reason"]})
+                              "backend.reason": info["reason"], "worker.malloc": info["malloc"]})
             t0 = time.perf_counter()
 
             def clock() -> float:

@@ -24,7 +24,7 @@ class NetworkSetup(WorkerPlugin):
     name = PLUGIN_NAME
 
     def __init__(self, backend: str, weights_path: str, threads: int = 1, store: str | None = None,
-                 warm: dict | None = None) -> None:
+                 warm: dict | None = None, malloc: tuple[int, int] = (0, 0)) -> None:
         self.backend_name = backend
         self.weights_path = weights_path
         self.store = store
@@ -34,6 +34,8 @@ class NetworkSetup(WorkerPlugin):
         # on its first live micro-batches (which showed as p99 spikes at every scale-up).
         self.warm = warm
         self.threads = threads
+        self.malloc = malloc  # (mmap threshold MiB, trim threshold MiB); 0 leaves it alone
+        self.malloc_state = "untouched"
         self.net = None
         self.backend = None
         self.setup_s = float("nan")
@@ -43,6 +45,8 @@ class NetworkSetup(WorkerPlugin):
         from kernels.network import FusionNetwork
 
         t0 = time.perf_counter()
+        if self.malloc[0]:
+            self.malloc_state = tune_malloc(*self.malloc)
         opts = {"threads": self.threads} if self.backend_name in ("numpy",) else {}
         self.backend = get_backend(self.backend_name, **opts)
         self.net = FusionNetwork.load(self.weights_path, self.backend)
@@ -62,7 +66,31 @@ class NetworkSetup(WorkerPlugin):
 
     def info(self) -> dict:
         return {"backend": self.backend.name, "device": self.backend.device,
-                "reason": self.backend.reason, "setup_s": self.setup_s}
+                "reason": self.backend.reason, "setup_s": self.setup_s, "malloc": self.malloc_state}
+
+
+def tune_malloc(mmap_threshold_mib: int, trim_threshold_mib: int) -> str:
+    """Set this process's glibc malloc thresholds (``mallopt``); returns what was done.
+
+    Allocations of at least ``mmap_threshold_mib`` MiB get their own mmap; smaller ones are
+    reused from the heap, which keeps up to ``trim_threshold_mib`` MiB free before handing
+    memory back.  A micro-batch's activations (MBs each) then come from warm pages instead of
+    fresh mmaps that fault in page by page.  Not glibc (musl, macOS): nothing is changed.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return f"untouched (no mallopt in {name})"
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    ok = mallopt(M_MMAP_THRESHOLD, int(mmap_threshold_mib) << 20) == 1
+    ok &= mallopt(M_TRIM_THRESHOLD, int(trim_threshold_mib) << 20) == 1
+    if not ok:
+        return f"untouched (mallopt refused mmap {mmap_threshold_mib} MiB / trim {trim_threshold_mib} MiB)"
+    return f"mmap threshold {mmap_threshold_mib} MiB, trim threshold {trim_threshold_mib} MiB"
 
 
 def _warm_up(net) -> None:

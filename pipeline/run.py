@@ -166,7 +166,8 @@ def run(cfg: Config) -> dict:
         with open_client(cfg.cluster, n_workers=initial, shared_paths=[store.parent, out_dir],
                          adaptive=adaptive_kind, env=WORKER_ENV) as (client, cluster):
             client.register_plugin(NetworkSetup(cfg.backend.name, str(weights_path), cfg.backend.threads,
-                                                 store=str(store)))
+                                                 store=str(store),
+                                                 malloc=cfg.cluster.malloc))
             print(f"dashboard: {client.dashboard_link}")
             scale_log = ScaleLog()
             t0 = time.perf_counter()
@@ -182,7 +183,8 @@ def run(cfg: Config) -> dict:
             infos = client.run(worker_info)
             first = next(iter(infos.values()))
             tracker.set_tags({"backend": first["backend"], "device": first["device"],
-                              "backend.reason": first["reason"], "workers.initial": len(infos)})
+                              "backend.reason": first["reason"], "workers.initial": len(infos),
+                              "worker.malloc": first["malloc"]})
             print(f"backend: {first['backend']} on {first['device']} ({first['reason']}); "
                   f"{len(infos)} worker(s); {n_todo} of {done.size} regions to run")
             sampler = WorkerSampler(client, t0)

@@ -19,6 +19,7 @@ BAD_VALUES = [
     ("data.steps_per_block=-5", "config data.steps_per_block=-5: must be > 0"),
     ("cluster=address", "config cluster.address=None: cluster=address needs cluster.address=tcp://host:port"),
     ("scaling.n_workers=-1", "config scaling.n_workers=-1"),
+    ("cluster.malloc_mmap_threshold_mib=64", "config cluster.malloc_mmap_threshold_mib=64: must be 0 (leave alone) to 32"),
     # Hydra's `+` adds a key the schema lacks (a typo would be silently ignored): refused.
     ("+model.hiden=3", "config model.hiden=3: no such key in ModelConfig"),
 ]
