@@ -17,7 +17,7 @@ processes, and the gap between tasks (Dask round trip, scheduling, idle at chain
 From it the script derives the micro-batch (sequences per task) that 0.85 needs (see
 :func:`per_task`), and measures the bare Dask round trip (a no-op task) in the same run.
 
-    python benchmarks/pipeline.py [--recordings 128 --duration-s 30 --rpb 16 --spb 100]
+    python benchmarks/pipeline.py [--recordings 256 --duration-s 60 --rpb 64 --spb 100]
 
 Prints a table, writes benchmarks/results/pipeline.json and logs one MLflow run to
 sqlite:///<repo>/mlruns/mlflow.db, experiment "neuroliquid-bench" (log_batch).
@@ -53,14 +53,14 @@ TARGET_EFFICIENCY = 0.85
 TARGET_SPEEDUP = 1.8
 
 
-def make_store(path: Path, recordings: int, duration_s: float, chunk_recordings: int) -> None:
-    """A synthetic store whose recordings all last ``duration_s`` (no padded steps to
-    count against the pipeline); timestamps still jitter and frames still drop."""
-    from pipeline.config import DataConfig, StoreLayout
+def make_store(path: Path, recordings: int, duration_s: float) -> None:
+    """A synthetic store in make run's default layout (chunks 32 recordings x 1 s in
+    64 x 10 s shards), whose recordings all last ``duration_s`` (no padded steps to count
+    against the pipeline); timestamps still jitter and frames still drop."""
+    from pipeline.config import DataConfig
     from pipeline.data import generate_store
 
-    cfg = DataConfig(path=str(path), recordings=recordings, duration_s=duration_s, seed=0,
-                     layout=StoreLayout(chunk_recordings=chunk_recordings, shard_recordings=chunk_recordings))
+    cfg = DataConfig(path=str(path), recordings=recordings, duration_s=duration_s, seed=0)
     cfg.synthetic.length_jitter = 0.0
     cfg.validate()
     generate_store(cfg, progress=False)
@@ -181,7 +181,7 @@ def per_task(s: dict, n_workers: int, bare_seq_s: float, seqs_per_task: float) -
     need = TARGET_EFFICIENCY * (w + gap) / denom if denom > 0 else None  # None: no batch size is enough
     return {
         "tasks": n, "seqs_per_task": seqs_per_task, "bare_forward_ms": c_b * seqs_per_task * 1e3,
-        "compute_ms": c_p * seqs_per_task * 1e3, "read_ms": r * seqs_per_task * 1e3, "write_ms": w * 1e3,
+        "compute_ms": c_p * seqs_per_task * 1e3, "forward_ms": s["time_forward_s"] / n * 1e3, "read_ms": r * seqs_per_task * 1e3, "write_ms": w * 1e3,
         "gap_ms": gap * 1e3, "overhead_ms": ((c_p - c_b + r) * seqs_per_task + w + gap) * 1e3,
         "compute_slowdown": c_p / c_b, "read_per_seq_vs_forward": r / c_b, "seqs_per_task_needed": need,
     }
@@ -195,9 +195,9 @@ def log_mlflow(workload: dict, flat: dict, json_path: Path) -> str | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recordings", type=int, default=128)
-    ap.add_argument("--duration-s", type=float, default=30.0)
-    ap.add_argument("--rpb", type=int, default=16, help="data.recordings_per_batch (micro-batch recordings)")
+    ap.add_argument("--recordings", type=int, default=256)
+    ap.add_argument("--duration-s", type=float, default=60.0)
+    ap.add_argument("--rpb", type=int, default=64, help="data.recordings_per_batch (micro-batch recordings)")
     ap.add_argument("--spb", type=int, default=100, help="data.steps_per_block (micro-batch steps)")
     ap.add_argument("--model", default="fusion", help="conf/model option")
     ap.add_argument("--workers", default="1,2", help="pool sizes to run, comma-separated")
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="neuroliquid-bench-pipeline-"))
     try:
         store = tmp / "bench.zarr"
-        make_store(store, a.recordings, a.duration_s, a.rpb)
+        make_store(store, a.recordings, a.duration_s)
         runs = {n: pipeline_run(store, tmp, n, a, f"w{n}") for n in pools}
         first = runs[pools[0]]
         bare = bare_network(store, first["weights"], first["output_store"], a)  # after the runs: alone

@@ -134,6 +134,18 @@ def done_regions(path: Path) -> np.ndarray:
     return np.asarray(zarr.open_group(str(path), mode="r")["done"][...], dtype=bool)
 
 
+def _gather_io(coroutines: list) -> list:
+    """Run zarr array reads/writes concurrently on zarr's own event loop; the first error raises."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def run():
+        return await asyncio.gather(*coroutines)
+
+    return sync(run())
+
+
 class RegionWriter:
     """Worker side: reads block state and writes one region's chunks; never metadata."""
 
@@ -155,8 +167,10 @@ class RegionWriter:
     def read_state(self, g: int, k: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Final state of block ``k`` of group ``g`` and that block's quarantine flags."""
         rs = self.layout.recordings(g)
-        state = {n: np.asarray(self.arrays[f"state_{n}"][rs, k]) for n, _, _ in self.layout.state_specs}
-        return state, np.asarray(self.arrays["quarantined"][rs, k])
+        names = [f"state_{n}" for n, _, _ in self.layout.state_specs] + ["quarantined"]
+        values = _gather_io([self.arrays[n]._async_array.getitem((rs, k)) for n in names])
+        state = {n: np.asarray(v) for (n, _, _), v in zip(self.layout.state_specs, values[:-1], strict=True)}
+        return state, np.asarray(values[-1])
 
     def write(self, g: int, k: int, *, y: np.ndarray, spikes: np.ndarray, valid: np.ndarray,
               quarantined: np.ndarray, restarted: np.ndarray, state: dict[str, np.ndarray]) -> None:
@@ -172,6 +186,7 @@ class RegionWriter:
                   ("valid", (rs, ss), valid[:nr, :ns]), ("quarantined", (rs, k), quarantined[:nr]),
                   ("restarted", (rs, k), restarted[:nr])]
         writes += [(f"state_{n}", (rs, k), arr[:nr]) for n, arr in state.items()]
-        for name, region, data in writes:  # exactly one chunk per variable
-            a[name][region] = data
+        # Exactly one chunk per variable, all in one round trip to zarr's event loop (one
+        # synchronous call per array cost ~1.3 ms each on a loaded 2-core box).
+        _gather_io([a[name]._async_array.setitem(region, data) for name, region, data in writes])
         a["done"][g, k] = True  # last: the region is complete only once everything is on disk

@@ -29,6 +29,7 @@ class RunStats:
     finished_s: list[float] = field(default_factory=list)
     read_s: float = 0.0
     compute_s: float = 0.0
+    forward_s: float = 0.0  # the network's forward alone, inside compute_s
     write_s: float = 0.0
     valid_steps: int = 0
     bytes_read: int = 0
@@ -55,6 +56,7 @@ class RunStats:
         self.finished_s.append(completed.finished - t_start)
         self.read_s += r["read_s"]
         self.compute_s += r["compute_s"]
+        self.forward_s += r["forward_s"]
         self.write_s += r["write_s"]
         self.valid_steps += r["valid_steps"]
         self.bytes_read += r["bytes_read"]
@@ -81,6 +83,7 @@ def summarize(stats: RunStats, net) -> dict:
         "batch_latency_p95_ms": float(np.percentile(lat, 95)),
         "batch_latency_p99_ms": float(np.percentile(lat, 99)),
         "time_read_s": stats.read_s, "time_compute_s": stats.compute_s, "time_write_s": stats.write_s,
+        "time_forward_s": stats.forward_s,
         # Worker time not spent reading, computing or writing, per region: scheduling,
         # round trips, start-up and chain ends (latency above also holds queueing).
         "overhead_per_region_ms": max(0.0, float(np.mean(workers)) * wall - busy) / n * 1e3,

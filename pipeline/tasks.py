@@ -49,12 +49,15 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
         state = net.reset_rows(state, restarted)
     # Quarantined rows get no input at all: masked, never computed on as if real.
     ok = ~batch.quarantined[:, None]
+    tf = time.perf_counter()
     out_net, state = net.forward(
         batch.camera, batch.lidar, batch.imu, state,
         camera_valid=batch.camera_valid & ok, lidar_valid=batch.lidar_valid & ok,
         imu_valid=batch.imu_valid & ok[..., None],
     )
     be = net.backend
+    be.synchronize()
+    forward_s = time.perf_counter() - tf
     y = be.to_numpy(out_net.y).astype(np.float32, copy=True)
     spikes = be.to_numpy(out_net.spike_counts).astype(np.float32)
     valid = np.asarray(batch.valid, bool)
@@ -71,6 +74,7 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
     return {
         "group": group, "block": k, "recordings": B, "steps": len(batch.steps),
         "valid_steps": int(valid.sum()), "read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2,
+        "forward_s": forward_s,
         "bytes_read": int(batch.camera.nbytes + batch.lidar.nbytes + batch.imu.nbytes),
         "ops": {k: int(v) for k, v in ops._asdict().items()},
         "spikes": float(spikes.sum()), "quarantined": [int(r) for r in batch.recordings[batch.quarantined]],

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from pipeline.data.errors import SensorDataError
-from pipeline.data.reader import StoreReader
+from pipeline.data.reader import StoreReader, zarr_read_config
 from pipeline.data.schema import MODALITIES, VARIABLES
 from pipeline.data.store import chunk_problems
 from pipeline.data.validate import nonfinite
@@ -204,7 +204,9 @@ def load_shards(rd: StoreReader, todo: dict[str, list[tuple[int, int]]]) -> None
         return await asyncio.gather(*(p.arr._async_array.getitem((rows, span)) for p, _, _, rows, span in fetch),
                                     return_exceptions=True)
 
-    for (pool, key, slot, _, _), values in zip(fetch, sync(get()), strict=True):
+    with zarr_read_config():
+        got = sync(get())
+    for (pool, key, slot, _, _), values in zip(fetch, got, strict=True):
         if isinstance(values, Exception):
             pool.load_chunkwise(key, slot, [])
         else:

@@ -23,6 +23,18 @@ from pipeline.data.schema import MODALITIES, NS, VARIABLES
 from pipeline.data.store import chunk_problems, open_dataset, zarr_arrays
 from pipeline.data.validate import clean_times, timestamp_problems, validate_schema
 
+# zarr decodes one chunk per asyncio batch by default; a shard holds 20 inner chunks, and
+# decoding 16 at a time reads a shard set (7 variables, 17.5 MB) in 19 instead of 26 ms
+# (warm page cache, interleaved repeats).  In force around every read of this package.
+ZARR_READ_CONFIG = {"codec_pipeline.batch_size": 16}
+
+
+def zarr_read_config():
+    """Context manager: :data:`ZARR_READ_CONFIG` in force (zarr reads it when it decodes)."""
+    import zarr
+
+    return zarr.config.set(ZARR_READ_CONFIG)
+
 
 class StoreReader:
     """Read-side handle on one store (``path``); safe to reuse across micro-batches.
@@ -78,7 +90,8 @@ class StoreReader:
         key = (rows, span) if var.ndim > 1 else (rows,)
         if not bad.any():
             try:
-                return np.asarray(var[key].values), bad
+                with zarr_read_config():
+                    return np.asarray(var[key].values), bad
             except Exception as exc:  # corrupt chunk bytes that the index did not reveal
                 if not quarantine:
                     raise self._chunk_error("unreadable-chunk", name, rows, span, exc) from exc
