@@ -91,7 +91,7 @@ def config(store: Path, root: Path, mode: str, a, name: str):
         f"data.path={store}",
         *scaling, "cluster.dashboard_address=127.0.0.1:0", f"paths.output_dir={root / 'out'}",
         f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.artifact_dir={root / 'artifacts'}",
-        "tracking.experiment=bench-load", f"tracking.run_name={name}",
+        "tracking.experiment=bench-load", f"tracking.run_name={name}", *a.set,
     ]
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = OmegaConf.to_object(compose("config", overrides=overrides))
@@ -167,8 +167,11 @@ def bare_network(store: Path, weights: Path, window: int, batch: int, repeats: i
 
     from kernels import get_backend
     from kernels.network import FusionNetwork
+    from pipeline.config import ClusterConfig
     from pipeline.data import open_reader, read_windows
+    from pipeline.plugins import tune_malloc
 
+    tune_malloc(*ClusterConfig().malloc)  # as the load test's workers (pipeline.plugins)
     rd = open_reader(store)
     n_steps = rd.meta["n_steps"]
     rng = np.random.default_rng(0)
@@ -284,6 +287,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cooldown-down-s", type=float, default=None, help="predictive scaling.cooldown_down_s")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: scale 0.3, 1 repeat, predictive cooldown_down_s 4 (no target verdicts to trust)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra Hydra override for every run (repeatable), e.g. --set load.max_batch=64")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "load.json")
     ap.add_argument("--no-mlflow", action="store_true")
     a = ap.parse_args(argv)
@@ -362,7 +367,8 @@ def main(argv=None) -> int:
 
     workload = {"scale": a.scale, "repeats": a.repeats, "maximum": a.maximum, "modes": ",".join(cols),
                 "recordings": a.recordings, "duration_s": a.duration_s, "model": "fusion", "backend": "numpy",
-                "cores": os.cpu_count(), "quick": a.quick, "cooldown_down_s": a.cooldown_down_s}
+                "cores": os.cpu_count(), "quick": a.quick, "cooldown_down_s": a.cooldown_down_s,
+                "overrides": " ".join(a.set)}
     result = {"workload": workload, "bare": bare, "summary": summary, "verdicts": verdicts, "runs": runs,
               "load_average": [load_before, load_after], "note": note, "unix_time": time.time()}
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -416,7 +416,7 @@ class LoadConfig:
     kind: str = "batch"
     phases: list[LoadPhase] = field(default_factory=list)
     scale: float = 1.0  # multiplies every phase's request count
-    max_batch: int = 32
+    max_batch: int = 128
     max_wait_ms: float = 5.0
     window_steps: int = 10
     prefer_shard: bool = True  # batch requests that share a store shard first

@@ -55,14 +55,22 @@ def plan_phase(rng: np.random.Generator, n: int, rate: float | None, t0: float, 
 
 
 def take_batch(pending: deque, shard: np.ndarray, max_batch: int, prefer_shard: bool) -> list[int]:
-    """The oldest request plus up to ``max_batch - 1`` others, same shard first (FIFO)."""
+    """The oldest request plus up to ``max_batch - 1`` others, same shard first (FIFO).
+
+    Vectorised: under a backlog ``pending`` holds thousands of requests, and a Python scan
+    with ``deque.remove`` per pick cost the driver milliseconds per batch on the cores
+    the workers need."""
     first = pending.popleft()
     batch = [first]
-    if prefer_shard:
-        same = [i for i in pending if shard[i] == shard[first]][: max_batch - 1]
-        for i in same:
-            pending.remove(i)
-        batch += same
+    if prefer_shard and pending:
+        ids = np.fromiter(pending, np.int64, len(pending))
+        same = np.flatnonzero(shard[ids] == shard[first])[: max_batch - 1]
+        if same.size:
+            batch += ids[same].tolist()
+            keep = np.ones(len(ids), bool)
+            keep[same] = False
+            pending.clear()
+            pending.extend(ids[keep].tolist())
     while pending and len(batch) < max_batch:
         batch.append(pending.popleft())
     return batch
