@@ -148,6 +148,10 @@ def load_run(store: Path, root: Path, mode: str, a, name: str) -> dict:
     }
 
 
+def _s(t: float | None) -> str:
+    return "never" if t is None else f"{t:.1f}"
+
+
 def backlog_onset(recs: list[dict], threshold: int) -> float | None:
     """First time more than ``threshold`` requests are outstanding (arrived, not done)."""
     ev = sorted([(r["arrival_s"], 1) for r in recs] + [(r["completion_s"], -1) for r in recs],
@@ -158,6 +162,15 @@ def backlog_onset(recs: list[dict], threshold: int) -> float | None:
         if n > threshold:
             return t
     return None
+
+
+def in_fresh_process(fn, *args):
+    """``fn(*args)`` in a newly spawned Python process: one process, nothing else in it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        return ex.submit(fn, *args).result()
 
 
 def bare_network(store: Path, weights: Path, window: int, batch: int, repeats: int = 15) -> dict:
@@ -261,8 +274,8 @@ def summarise(runs: list[dict], bare: dict) -> tuple[dict, list[dict]]:
                  and r["backlog_onset_s"] is not None else None for r in prs]
         ok = all(x is not None and x > 0 for x in leads)
         verdict("predictive starts scaling before the backlog builds", ok,
-                "; ".join(f"up at {r['first_scale_up_s']}, 2nd worker ready {r['second_worker_ready_s']}, backlog at "
-                          f"{r['backlog_onset_s']} s" for r in prs))
+                "; ".join(f"up at {_s(r['first_scale_up_s'])}, 2nd worker ready {_s(r['second_worker_ready_s'])}, "
+                          f"backlog at {_s(r['backlog_onset_s'])} s" for r in prs))
     return modes, verdicts
 
 
@@ -313,7 +326,7 @@ def main(argv=None) -> int:
                       f"{r['wall_s']:.0f} s (load average {r['load_average'][0]:.2f})", flush=True)
         weights = next((tmp / "out").glob("*/weights.npz"))
         cfg = config(store, tmp, "fixed-max", a, "bare")
-        bare = bare_network(store, weights, cfg.load.window_steps, cfg.load.max_batch)
+        bare = in_fresh_process(bare_network, store, weights, cfg.load.window_steps, cfg.load.max_batch)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load_after = os.getloadavg()

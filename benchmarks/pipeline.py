@@ -97,6 +97,15 @@ def pipeline_run(store: Path, root: Path, n_workers: int, a, name: str) -> dict:
     return summary
 
 
+def in_fresh_process(fn, *args):
+    """``fn(*args)`` in a newly spawned Python process: one process, nothing else in it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        return ex.submit(fn, *args).result()
+
+
 def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
     """The same network on the same micro-batches, one process, one BLAS thread, inputs in
     memory: median forward time per micro-batch over ``a.repeats`` sweeps of one recording
@@ -112,7 +121,7 @@ def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
     from pipeline.config import ClusterConfig
     from pipeline.outputs import RegionWriter
     from pipeline.plugins import tune_malloc
-    from pipeline.tasks import _safe
+    from pipeline.tasks import BATCH_READER_CACHE, _safe
 
     malloc = tune_malloc(*ClusterConfig().malloc)  # as the pipeline's workers (pipeline.plugins)
     net = FusionNetwork.load(weights, get_backend("numpy", threads=1))
@@ -122,7 +131,7 @@ def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
     t = {"read": [], "forward": [], "write": []}
     with threadpool_limits(1):
         for sweep in range(a.repeats + 1):
-            reader = StoreReader(store)  # opened once per worker in a run: not timed
+            reader = StoreReader(store, BATCH_READER_CACHE)  # as a worker's: opened once, not timed
             state = net.zero_state(a.rpb)
             for mb in plan:
                 t0 = time.perf_counter()
@@ -213,7 +222,9 @@ def main(argv=None) -> int:
         make_store(store, a.recordings, a.duration_s)
         runs = {n: pipeline_run(store, tmp, n, a, f"w{n}") for n in pools}
         first = runs[pools[0]]
-        bare = bare_network(store, first["weights"], first["output_store"], a)  # after the runs: alone
+        # After the runs, alone, in a fresh process (the driver's heap and threads after two
+        # cluster runs slowed the same forward by 1.3-1.6x).
+        bare = in_fresh_process(bare_network, store, first["weights"], first["output_store"], a)
         rt = dask_round_trip()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

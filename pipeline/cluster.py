@@ -122,9 +122,17 @@ def open_client(cfg, *, n_workers: int, shared_paths: list[Path] = (), adaptive:
     # Dask's INFO chatter (scheduler, nanny, worker start/stop) would bury the run's output.
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    import dask
+
     env = dict(env or {})
     cluster = None
     client = None
+    # Worker processes that local clusters spawn (now, or later when a pool grows) start
+    # with the configured malloc settings: glibc reads them once, at process start.
+    from pipeline.plugins import malloc_env
+
+    spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **malloc_env(*cfg.malloc)}
+    spawn = dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env})
     try:
         if cfg.kind == "address":
             if not cfg.address:
@@ -146,3 +154,4 @@ def open_client(cfg, *, n_workers: int, shared_paths: list[Path] = (), adaptive:
             client.close()
         if cluster is not None:
             cluster.close()
+        spawn.__exit__(None, None, None)

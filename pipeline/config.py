@@ -243,24 +243,29 @@ class ClusterConfig:
     memory_limit: str = "auto"
     address: str | None = None
     connect_timeout_s: float = 30.0
-    # glibc malloc in every worker (pipeline.plugins.tune_malloc): blocks from this size up
-    # get their own mmap, and free memory above the trim threshold goes back to the OS.
-    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which also pins the mmap threshold at
-    # 128 KiB, so each micro-batch's large temporaries page-fault in afresh (measured: the
-    # forward 1.6-1.8x slower).  0 leaves the worker's settings alone.
+    # glibc malloc in every worker (docs/pipeline.md, "Worker memory allocator"): blocks
+    # from mmap_threshold up get their own mmap, freed heap above trim_threshold goes back
+    # to the OS, and arena_max=1 keeps the task thread on the main heap (a thread arena's
+    # heaps are unmapped when they empty, so each micro-batch's temporaries faulted in
+    # afresh: ~4,300 page faults and 1.3-1.6x the forward time per region).  Local
+    # clusters get them as the workers' environment at spawn; other workers through
+    # mallopt at setup.  0 leaves a setting alone.
     malloc_mmap_threshold_mib: int = 32
     malloc_trim_threshold_mib: int = 128
+    malloc_arena_max: int = 1
 
     @property
-    def malloc(self) -> tuple[int, int]:
-        """(mmap threshold, trim threshold) in MiB for :func:`pipeline.plugins.tune_malloc`."""
-        return self.malloc_mmap_threshold_mib, self.malloc_trim_threshold_mib
+    def malloc(self) -> tuple[int, int, int]:
+        """(mmap threshold MiB, trim threshold MiB, arena max) for :mod:`pipeline.plugins`."""
+        return self.malloc_mmap_threshold_mib, self.malloc_trim_threshold_mib, self.malloc_arena_max
 
     def validate(self) -> None:
         _require(0 <= self.malloc_mmap_threshold_mib <= 32, "cluster.malloc_mmap_threshold_mib",
                  "must be 0 (leave alone) to 32 (glibc's maximum)", self.malloc_mmap_threshold_mib)
         _require(self.malloc_trim_threshold_mib >= 0, "cluster.malloc_trim_threshold_mib", "must be >= 0",
                  self.malloc_trim_threshold_mib)
+        _require(self.malloc_arena_max >= 0, "cluster.malloc_arena_max", "must be >= 0 (0: leave alone)",
+                 self.malloc_arena_max)
         _require(self.kind in ("local", "local_cuda", "address"), "cluster.kind",
                  "must be local, local_cuda or address", self.kind)
         _require(self.threads_per_worker >= 1, "cluster.threads_per_worker", "must be >= 1", self.threads_per_worker)

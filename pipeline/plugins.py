@@ -24,17 +24,19 @@ class NetworkSetup(WorkerPlugin):
     name = PLUGIN_NAME
 
     def __init__(self, backend: str, weights_path: str, threads: int = 1, store: str | None = None,
-                 warm: dict | None = None, malloc: tuple[int, int] = (0, 0)) -> None:
+                 warm: dict | None = None, malloc: tuple[int, int, int] = (0, 0, 0),
+                 reader_cache_bytes: int | None = None) -> None:
         self.backend_name = backend
         self.weights_path = weights_path
         self.store = store
+        self.reader_cache_bytes = reader_cache_bytes  # the tasks' reader (None: the default)
         # Requests read and run once at setup (keys recordings, starts, steps, policy,
         # imu_window): one per store shard, so that a worker a scaling policy adds later
         # joins with its shard pools filled instead of paying ~50-150 ms per cold shard
         # on its first live micro-batches (which showed as p99 spikes at every scale-up).
         self.warm = warm
         self.threads = threads
-        self.malloc = malloc  # (mmap threshold MiB, trim threshold MiB); 0 leaves it alone
+        self.malloc = malloc  # (mmap threshold MiB, trim threshold MiB, arena max); 0 leaves it alone
         self.malloc_state = "untouched"
         self.net = None
         self.backend = None
@@ -45,7 +47,7 @@ class NetworkSetup(WorkerPlugin):
         from kernels.network import FusionNetwork
 
         t0 = time.perf_counter()
-        if self.malloc[0]:
+        if any(self.malloc):
             self.malloc_state = tune_malloc(*self.malloc)
         opts = {"threads": self.threads} if self.backend_name in ("numpy",) else {}
         self.backend = get_backend(self.backend_name, **opts)
@@ -54,7 +56,7 @@ class NetworkSetup(WorkerPlugin):
         if self.store:
             from pipeline.data import open_reader
 
-            open_reader(self.store)  # schema check and timestamp metadata, once per worker
+            open_reader(self.store, self.reader_cache_bytes)  # schema check and timestamp metadata, once per worker
             if self.warm:
                 try:
                     _warm_reads(self.net, self.store, self.warm)
@@ -69,28 +71,53 @@ class NetworkSetup(WorkerPlugin):
                 "reason": self.backend.reason, "setup_s": self.setup_s, "malloc": self.malloc_state}
 
 
-def tune_malloc(mmap_threshold_mib: int, trim_threshold_mib: int) -> str:
-    """Set this process's glibc malloc thresholds (``mallopt``); returns what was done.
+def malloc_env(mmap_threshold_mib: int, trim_threshold_mib: int, arena_max: int) -> dict[str, str]:
+    """glibc's environment variables for these settings (0: not set), for worker spawn."""
+    env = {}
+    if mmap_threshold_mib:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(int(mmap_threshold_mib) << 20)
+    if trim_threshold_mib:
+        env["MALLOC_TRIM_THRESHOLD_"] = str(int(trim_threshold_mib) << 20)
+    if arena_max:
+        env["MALLOC_ARENA_MAX"] = str(int(arena_max))
+    return env
 
-    Allocations of at least ``mmap_threshold_mib`` MiB get their own mmap; smaller ones are
-    reused from the heap, which keeps up to ``trim_threshold_mib`` MiB free before handing
-    memory back.  A micro-batch's activations (MBs each) then come from warm pages instead of
-    fresh mmaps that fault in page by page.  Not glibc (musl, macOS): nothing is changed.
+
+def tune_malloc(mmap_threshold_mib: int, trim_threshold_mib: int, arena_max: int = 0) -> str:
+    """This process's glibc malloc settings; returns what is in force.
+
+    Where the process was started with them (:func:`malloc_env`, as local clusters spawn
+    their workers) nothing is changed.  Otherwise ``mallopt`` sets them now: allocations
+    of at least ``mmap_threshold_mib`` MiB get their own mmap, smaller ones are reused
+    from the heap, which keeps up to ``trim_threshold_mib`` MiB free before handing memory
+    back, and ``arena_max`` caps the arenas of threads that have none yet (threads that
+    already allocated keep theirs: only the spawn environment is sure to cover them).
+    Not glibc (musl, macOS): nothing is changed.  0 leaves a setting alone.
     """
     import ctypes
     import ctypes.util
+    import os
 
+    want = malloc_env(mmap_threshold_mib, trim_threshold_mib, arena_max)
+    if not want:
+        return "untouched"
+    desc = ", ".join(f"{k}={v}" for k, v in want.items())
+    if all(os.environ.get(k) == v for k, v in want.items()):
+        return f"{desc} (environment at start)"
     name = ctypes.util.find_library("c")
     try:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError, TypeError):
         return f"untouched (no mallopt in {name})"
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    ok = mallopt(M_MMAP_THRESHOLD, int(mmap_threshold_mib) << 20) == 1
-    ok &= mallopt(M_TRIM_THRESHOLD, int(trim_threshold_mib) << 20) == 1
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+    ok = True
+    for param, value in ((M_MMAP_THRESHOLD, int(mmap_threshold_mib) << 20),
+                         (M_TRIM_THRESHOLD, int(trim_threshold_mib) << 20), (M_ARENA_MAX, int(arena_max))):
+        if value:
+            ok &= mallopt(param, value) == 1
     if not ok:
-        return f"untouched (mallopt refused mmap {mmap_threshold_mib} MiB / trim {trim_threshold_mib} MiB)"
-    return f"mmap threshold {mmap_threshold_mib} MiB, trim threshold {trim_threshold_mib} MiB"
+        return f"untouched (mallopt refused {desc})"
+    return f"{desc} (mallopt at setup)"
 
 
 def _warm_up(net) -> None:

@@ -91,7 +91,7 @@ def run(cfg: Config) -> dict:
     from pipeline.report_run import RunStats, log_run, print_summary
     from pipeline.scaling import ScaleLog, attach_scaling
     from pipeline.scheduler import WorkerSampler, stream_chains
-    from pipeline.tasks import run_region, state_specs
+    from pipeline.tasks import BATCH_READER_CACHE, run_region, state_specs
     from pipeline.tracking import tracked_run
 
     if cfg.load.kind == "seed_phases":
@@ -167,7 +167,7 @@ def run(cfg: Config) -> dict:
                          adaptive=adaptive_kind, env=WORKER_ENV) as (client, cluster):
             client.register_plugin(NetworkSetup(cfg.backend.name, str(weights_path), cfg.backend.threads,
                                                  store=str(store),
-                                                 malloc=cfg.cluster.malloc))
+                                                 malloc=cfg.cluster.malloc, reader_cache_bytes=BATCH_READER_CACHE))
             print(f"dashboard: {client.dashboard_link}")
             scale_log = ScaleLog()
             t0 = time.perf_counter()

@@ -56,6 +56,11 @@ def stream_chains(client, chains: Sequence[Sequence[tuple[str, tuple]]], fn: Cal
     :class:`Completed` per task key (a task retried after a worker death still yields
     once).  With ``stop_on_error`` the first failure cancels what is in flight and is
     re-raised; otherwise failed chains stop and the others go on.
+
+    Affinity: where a task's result is a dict with a ``"worker"`` address, the chain's next
+    task asks for that worker (``allow_other_workers=True``, so a busy or lost worker does
+    not hold it up): block k+1 reads the shards block k's reader already holds (the frame
+    and IMU samples just before a block live in the previous time shard).
     """
     from distributed import as_completed
 
@@ -65,9 +70,10 @@ def stream_chains(client, chains: Sequence[Sequence[tuple[str, tuple]]], fn: Cal
     info: dict[Any, tuple[int, int, float]] = {}
     ac = as_completed()
 
-    def submit(c: int, i: int) -> None:
+    def submit(c: int, i: int, worker: str | None = None) -> None:
         key, args = chains[c][i]
-        fut = client.submit(fn, *args, key=key, pure=False, retries=0)
+        where = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+        fut = client.submit(fn, *args, key=key, pure=False, retries=0, **where)
         info[fut] = (c, i, time.perf_counter())
         ac.add(fut)
 
@@ -92,7 +98,8 @@ def stream_chains(client, chains: Sequence[Sequence[tuple[str, tuple]]], fn: Cal
                 raise done.error
             yield done
             if done.error is None and i + 1 < len(chains[c]):
-                submit(c, i + 1)
+                worker = done.result.get("worker") if isinstance(done.result, dict) else None
+                submit(c, i + 1, worker)
             while waiting and len(info) < window:
                 nxt = waiting.popleft()
                 if chains[nxt]:

@@ -145,15 +145,16 @@ class StoreReader:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_reader(path: str, stamp: int) -> StoreReader:
-    return StoreReader(path)
+def _cached_reader(path: str, stamp: int, cache_bytes: int | None) -> StoreReader:
+    return StoreReader(path) if cache_bytes is None else StoreReader(path, cache_bytes)
 
 
-def open_reader(path: str | Path) -> StoreReader:
-    """A per-process shared :class:`StoreReader`, reopened when the store is rewritten."""
+def open_reader(path: str | Path, cache_bytes: int | None = None) -> StoreReader:
+    """A per-process shared :class:`StoreReader` (one per ``cache_bytes``; None: the
+    default), reopened when the store is rewritten."""
     p = Path(path).resolve()
     try:
         stamp = (p / "zarr.json").stat().st_mtime_ns
     except FileNotFoundError:
         return StoreReader(p)  # raises a SchemaError naming the missing store
-    return _cached_reader(str(p), stamp)
+    return _cached_reader(str(p), stamp, cache_bytes)

@@ -85,8 +85,9 @@ def test_run_writes_every_region_and_logs_params_metrics_artifacts(make_config, 
     assert m["quarantined_blocks"] == 0 and m["ops_mac"] > 0
     t = r.data.tags
     assert t["backend"] == "numpy" and t["output_store"] == str(out) and t["task"] == "run"
-    # Workers run with malloc thresholds that keep micro-batch temporaries on warm pages.
-    assert t["worker.malloc"] == "mmap threshold 32 MiB, trim threshold 128 MiB"
+    # Workers start with malloc settings that keep micro-batch temporaries on warm pages.
+    assert t["worker.malloc"] == ("MALLOC_MMAP_THRESHOLD_=33554432, MALLOC_TRIM_THRESHOLD_=134217728, "
+                                  "MALLOC_ARENA_MAX=1 (environment at start)")
     client = MlflowClient(cfg.tracking.uri)
     assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"config.yaml", "summary.json", "summary.md"}
     detail = artifact_json(cfg.tracking.uri, r.info.run_id)
