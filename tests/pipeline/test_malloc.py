@@ -3,6 +3,7 @@ spawn workers with them in the environment, other deployments get them by mallop
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -17,9 +18,12 @@ def test_malloc_env_names_glibc_variables_and_skips_zeros():
 
 
 def _tune_in_fresh_process(env: dict[str, str]) -> str:
+    # Dask's nanny copies its spawn environment into the spawning process's os.environ,
+    # so after any cluster test this process carries MALLOC_* itself: start clean.
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     code = "from pipeline.plugins import tune_malloc; print(tune_malloc(32, 128, 1))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**__import__("os").environ, **env})
+                         env={**base, **env})
     return out.stdout.strip()
 
 
