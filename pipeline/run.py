@@ -184,9 +184,11 @@ def run(cfg: Config) -> dict:
             first = next(iter(infos.values()))
             tracker.set_tags({"backend": first["backend"], "device": first["device"],
                               "backend.reason": first["reason"], "workers.initial": len(infos),
-                              "worker.malloc": first["malloc"]})
+                              "worker.malloc": first["malloc"],
+                              "worker.setup_s": f"{max(i['setup_s'] for i in infos.values()):.2f}"})
             print(f"backend: {first['backend']} on {first['device']} ({first['reason']}); "
-                  f"{len(infos)} worker(s); {n_todo} of {done.size} regions to run")
+                  f"{len(infos)} worker(s) set up in {max(i['setup_s'] for i in infos.values()):.2f} s "
+                  f"(not in the throughput); {n_todo} of {done.size} regions to run")
             sampler = WorkerSampler(client, t0)
             sampler.sample(force=True)
             progress = _Progress(n_todo)

@@ -180,6 +180,15 @@ def pool_state(rd: StoreReader) -> PoolState:
     return rd._pools
 
 
+def prefault(rd: StoreReader) -> None:
+    """Build ``rd``'s pools and timestamp indexes if needed and touch the pages of every
+    slot that holds no shard (writing the zeros they hold), so that first reads do not
+    fault them in one by one.  Slots holding shards are left untouched."""
+    for pool in pool_state(rd).pools.values():
+        for slot in np.flatnonzero(pool.keys < 0).tolist() + [pool.cap]:
+            pool.data[slot].fill(0)
+
+
 def load_shards(rd: StoreReader, todo: dict[str, list[tuple[int, int]]]) -> None:
     """Fetch the claimed shards of all variables in one round trip to zarr's event loop."""
     import asyncio  # noqa: PLC0415

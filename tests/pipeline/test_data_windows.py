@@ -188,3 +188,25 @@ def test_truncated_shard(small, tmp_path):
     got = read_windows(path, [0, 5, 5], [2, 2, 25], 10, "quarantine", reader=reader)
     assert got.quarantined.tolist() == [False, True, False] and not got.camera[1].any()
     _assert_rows_match(path, got, [0, 5, 5], [2, 2, 25], 10, "quarantine")
+
+
+def test_prefault_keeps_loaded_shards_and_reads_stay_identical(small):
+    """A batch worker's setup prefaults its reader's empty pool slots; run on a reader that
+    already holds shards (a second run on the same workers), it must not touch them."""
+    from pipeline.data.pools import pool_state, prefault
+
+    mb = MicroBatch(small, (0, 4), (0, 20), 0)
+    rd = StoreReader(small, cache_bytes=1 << 20)
+    before = read_batch(mb, reader=rd)
+    held = {n: int((p.keys >= 0).sum()) for n, p in pool_state(rd).pools.items()}
+    assert all(held.values())
+    prefault(rd)
+    assert {n: int((p.keys >= 0).sum()) for n, p in pool_state(rd).pools.items()} == held
+    after = read_batch(mb, reader=rd)
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(after, f), getattr(before, f), err_msg=f)
+    fresh = StoreReader(small, cache_bytes=1 << 20)
+    prefault(fresh)  # a new reader: pools built, nothing held yet
+    assert not any((p.keys >= 0).any() for p in pool_state(fresh).pools.values())
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(read_batch(mb, reader=fresh), f), getattr(before, f), err_msg=f)
