@@ -164,15 +164,6 @@ def backlog_onset(recs: list[dict], threshold: int) -> float | None:
     return None
 
 
-def in_fresh_process(fn, *args):
-    """``fn(*args)`` in a newly spawned Python process: one process, nothing else in it."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
-        return ex.submit(fn, *args).result()
-
-
 def bare_network(store: Path, weights: Path, window: int, batch: int, repeats: int = 15) -> dict:
     """Single-thread requests/s of the bare network on ``batch`` requests (and on 1)."""
     import numpy as np
@@ -290,6 +281,8 @@ def _f(x, nd=1):
 
 
 def main(argv=None) -> int:
+    from benchmarks._common import in_fresh_process
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0, help="load.scale (1.0: 11,600 requests, ~45 s a run)")
     ap.add_argument("--repeats", type=int, default=3)

@@ -97,15 +97,6 @@ def pipeline_run(store: Path, root: Path, n_workers: int, a, name: str) -> dict:
     return summary
 
 
-def in_fresh_process(fn, *args):
-    """``fn(*args)`` in a newly spawned Python process: one process, nothing else in it."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
-        return ex.submit(fn, *args).result()
-
-
 def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
     """The same network on the same micro-batches, one process, one BLAS thread, inputs in
     memory: median forward time per micro-batch over ``a.repeats`` sweeps of one recording
@@ -117,8 +108,8 @@ def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
 
     from kernels import get_backend
     from kernels.network import FusionNetwork
-    from pipeline.data import MicroBatch, StoreReader, read_batch
     from pipeline.config import ClusterConfig
+    from pipeline.data import MicroBatch, StoreReader, read_batch
     from pipeline.outputs import RegionWriter
     from pipeline.plugins import tune_malloc
     from pipeline.tasks import BATCH_READER_CACHE, _safe
@@ -203,6 +194,8 @@ def log_mlflow(workload: dict, flat: dict, json_path: Path) -> str | None:
 
 
 def main(argv=None) -> int:
+    from benchmarks._common import in_fresh_process
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recordings", type=int, default=256)
     ap.add_argument("--duration-s", type=float, default=60.0)
@@ -222,8 +215,6 @@ def main(argv=None) -> int:
         make_store(store, a.recordings, a.duration_s)
         runs = {n: pipeline_run(store, tmp, n, a, f"w{n}") for n in pools}
         first = runs[pools[0]]
-        # After the runs, alone, in a fresh process (the driver's heap and threads after two
-        # cluster runs slowed the same forward by 1.3-1.6x).
         bare = in_fresh_process(bare_network, store, first["weights"], first["output_store"], a)
         rt = dask_round_trip()
     finally:

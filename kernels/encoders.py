@@ -51,9 +51,9 @@ def delta_scan_numpy(
     primed_T : (B, C) bool
 
     The scan is sequential in T, so its cost is NumPy's per-call overhead times the calls
-    per step: steps where every channel is primed and valid (nearly all of them) take five
-    calls; the others (a recording's
-    first input, dropped samples) take the general masked path.
+    per step: steps where every channel is primed and valid (nearly all of them) take a
+    short unmasked path; the others (a recording's first input, dropped samples) take the
+    general masked one.
     """
     dt = x.dtype
     th = np.asarray(threshold, dtype=dt)

@@ -117,41 +117,39 @@ def open_client(cfg, *, n_workers: int, shared_paths: list[Path] = (), adaptive:
     (ignored for ``address`` and ``local_cuda``, which has one worker per GPU).  Workers get
     ``env`` (for example one BLAS thread each).  Raises :class:`ClusterError` with the reason.
     """
+    import dask
     from distributed import Client
+
+    from pipeline.plugins import malloc_env
 
     # Dask's INFO chatter (scheduler, nanny, worker start/stop) would bury the run's output.
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    import dask
-
     env = dict(env or {})
-    cluster = None
-    client = None
     # Worker processes that local clusters spawn (now, or later when a pool grows) start
     # with the configured malloc settings: glibc reads them once, at process start.
-    from pipeline.plugins import malloc_env
-
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **malloc_env(*cfg.malloc)}
-    spawn = dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env})
-    try:
-        if cfg.kind == "address":
-            if not cfg.address:
-                raise ClusterError("cluster=address needs cluster.address=tcp://host:port")
-            if adaptive:
-                raise ClusterError(
-                    "scaling=adaptive/predictive needs a cluster the client can resize; with "
-                    "cluster=address the deployment (dask-jobqueue, dask-kubernetes, ...) owns "
-                    "the pool: use scaling=fixed, or scale through that deployment"
-                )
-            client = Client(cfg.address, timeout=cfg.connect_timeout_s)
-            check_shared_paths(client, list(shared_paths))
-        else:
-            cluster = _KINDS[cfg.kind](cfg, n_workers, env)
-            client = Client(cluster)
-        yield client, cluster
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-        spawn.__exit__(None, None, None)
+    cluster = None
+    client = None
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}):
+        try:
+            if cfg.kind == "address":
+                if not cfg.address:
+                    raise ClusterError("cluster=address needs cluster.address=tcp://host:port")
+                if adaptive:
+                    raise ClusterError(
+                        "scaling=adaptive/predictive needs a cluster the client can resize; with "
+                        "cluster=address the deployment (dask-jobqueue, dask-kubernetes, ...) owns "
+                        "the pool: use scaling=fixed, or scale through that deployment"
+                    )
+                client = Client(cfg.address, timeout=cfg.connect_timeout_s)
+                check_shared_paths(client, list(shared_paths))
+            else:
+                cluster = _KINDS[cfg.kind](cfg, n_workers, env)
+                client = Client(cluster)
+            yield client, cluster
+        finally:
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()

@@ -57,8 +57,10 @@ class NetworkSetup(WorkerPlugin):
             from pipeline.data import open_reader
 
             rd = open_reader(self.store, self.reader_cache_bytes)  # schema check and timestamp metadata, once per worker
-            if self.reader_cache_bytes is not None:
-                _warm_pools(rd)
+            if self.reader_cache_bytes is not None:  # a batch run: its first regions skip ~0.2 s
+                from pipeline.data.pools import prefault
+
+                prefault(rd)
             if self.warm:
                 try:
                     _warm_reads(self.net, self.store, self.warm)
@@ -130,15 +132,6 @@ def _warm_up(net) -> None:
     net.forward(np.zeros((2, 2, *c.camera), np.uint8), np.full((2, 2, c.beams), 5.0, np.float32),
                 np.zeros((2, 2, c.imu_per_step, 6), np.float32))
     net.backend.synchronize()
-
-
-def _warm_pools(rd) -> None:
-    """Build the reader's shard pools and timestamp indexes now and fault in the pages of
-    its empty slots, so that a batch run's first regions on this worker do not pay ~0.2 s
-    for it (a page costs ~14 us to fault in on the dev VM)."""
-    from pipeline.data.pools import prefault
-
-    prefault(rd)
 
 
 def _warm_reads(net, store: str, warm: dict) -> None:

@@ -32,6 +32,8 @@ BATCH_READER_CACHE = 64 << 20
 def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
     """Execute one region; see the module docstring.  Deterministic: a retry writes the
     same bytes."""
+    from distributed import get_worker
+
     from pipeline.data import open_reader, read_batch
     from pipeline.plugins import worker_network
 
@@ -79,8 +81,6 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
                  restarted=restarted, state={_safe(n): a for n, a in state_arrays.items()})
     t3 = time.perf_counter()
     ops = net.last_ops
-    from distributed import get_worker
-
     return {
         "worker": get_worker().address,  # the chain's next block asks for this worker (scheduler.stream_chains)
         "group": group, "block": k, "recordings": B, "steps": len(batch.steps),

@@ -183,7 +183,8 @@ def pool_state(rd: StoreReader) -> PoolState:
 def prefault(rd: StoreReader) -> None:
     """Build ``rd``'s pools and timestamp indexes if needed and touch the pages of every
     slot that holds no shard (writing the zeros they hold), so that first reads do not
-    fault them in one by one.  Slots holding shards are left untouched."""
+    fault them in one by one (~14 us a page on the dev VM).  Slots holding shards are
+    left untouched."""
     for pool in pool_state(rd).pools.values():
         for slot in np.flatnonzero(pool.keys < 0).tolist() + [pool.cap]:
             pool.data[slot].fill(0)
