@@ -59,13 +59,72 @@ def cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProce
 
 
 def mlflow_runs(uri: str, experiment: str = "test") -> list:
-    """Every run of ``experiment`` in the MLflow store at ``uri`` (oldest first)."""
+    """Every run of ``experiment`` in the MLflow store at ``uri`` (oldest first); each
+    finished batch or load run's keys are checked against tests/golden/ on the way."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment!r} in {uri}"
-    return sorted(client.search_runs([exp.experiment_id], max_results=100), key=lambda r: r.info.start_time)
+    runs = sorted(client.search_runs([exp.experiment_id], max_results=100), key=lambda r: r.info.start_time)
+    for r in runs:
+        check_golden_keys(r)
+    return runs
+
+
+# The MLflow keys a batch run (task=run) and a load run (task=load) log, so that a key never
+# changes by accident: work that adds or renames one updates tests/golden/mlflow_keys.json
+# in the same commit (``NEUROLIQUID_UPDATE_GOLDEN=1 make test`` rewrites it from the runs
+# the suite makes).  Phase names become ``{phase}``; MLflow's own ``mlflow.*`` tags and the
+# environment-dependent ``version.*`` tags are left out.
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "mlflow_keys.json"
+_seen: dict[str, dict[str, list[set[str]]]] = {}
+
+
+def run_keys(run) -> dict[str, set[str]]:
+    """The run's param, metric and tag keys, normalised as described above."""
+    import re
+
+    phases = set(re.findall(r"'name': '([^']+)'", run.data.params.get("load.phases", "")))
+
+    def norm(key: str) -> str:
+        return ".".join("{phase}" if part in phases else part for part in key.split("."))
+
+    tags = {norm(k) for k in run.data.tags if not k.startswith(("mlflow.", "version."))}
+    return {"params": {norm(k) for k in run.data.params}, "metrics": {norm(k) for k in run.data.metrics},
+            "tags": tags}
+
+
+def check_golden_keys(run) -> None:
+    """Assert a finished batch or load run logged exactly the golden keys (optional ones may
+    be absent: figures a run leaves out when they do not apply, listed per kind)."""
+    import json
+
+    kind = run.data.tags.get("task")
+    if run.info.status != "FINISHED" or kind not in ("run", "load"):
+        return
+    keys = run_keys(run)
+    if os.environ.get("NEUROLIQUID_UPDATE_GOLDEN"):
+        seen = _seen.setdefault(kind, {})
+        for what, ks in keys.items():
+            seen.setdefault(what, []).append(ks)
+        golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+        golden[kind] = {what: {"required": sorted(set.intersection(*runs)),
+                               "optional": sorted(set.union(*runs) - set.intersection(*runs))}
+                        for what, runs in seen.items()}
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+        return
+    golden = json.loads(GOLDEN.read_text())[kind]
+    problems = []
+    for what, ks in keys.items():
+        required, optional = set(golden[what]["required"]), set(golden[what]["optional"])
+        if missing := sorted(required - ks):
+            problems.append(f"{what} missing: {missing}")
+        if extra := sorted(ks - required - optional):
+            problems.append(f"{what} not in the golden list: {extra}")
+    assert not problems, (f"MLflow keys of a {kind} run changed ({GOLDEN.name}; update it in the same "
+                          f"commit with NEUROLIQUID_UPDATE_GOLDEN=1): " + "; ".join(problems))
 
 
 def artifact_json(uri: str, run_id: str, name: str = "summary.json") -> dict:
