@@ -139,7 +139,7 @@ def _network(repeats: int, b, n: int, best: dict | None = None) -> dict:
     ``repeats`` and of ``best``, a previous result), or why it could not run."""
     try:
         from kernels import get_backend
-        from kernels.fusion_state import FusionConfig
+        from kernels.fusion_config import FusionConfig
         from kernels.network import FusionNetwork
     except Exception as exc:  # the kernels package is developed in parallel
         return {"seq_s": None, "why": f"{type(exc).__name__}: {exc}"}

@@ -1,105 +1,20 @@
-"""Configuration, state and weight files of the fusion network (``kernels.network``).
+"""The state record of the fusion network (``kernels.network``) between time blocks.
 
-The state of a recording between time blocks is everything the network remembers:
-the encoders' reference levels (camera log intensity per pixel, IMU per channel), the
-liquid layer's hidden state and the LIF membranes.  ``state_to_arrays`` flattens it
-into named host arrays (the pipeline stores them in zarr between blocks) and
-``state_from_arrays`` checks and restores it.
-
-Weight files hold named arrays plus the config as JSON metadata, in ``.npz`` (loaded
-with ``allow_pickle=False``) or ``.safetensors``, through ``kernels.weights``.
+The state of a recording is everything the network remembers: the encoders' reference
+levels (camera log intensity per pixel, IMU per channel), the liquid layer's hidden
+state and the LIF membranes (:class:`FusionState`).  ``state_to_arrays`` flattens it
+into named host arrays (the pipeline stores them in zarr between blocks),
+``state_from_arrays`` checks and restores it, and ``reset_rows`` zeroes the rows of
+recordings that start again.  :class:`NetworkOutput` is what a forward returns beside it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from kernels import weights
-from kernels.params import ACTIVATIONS, CFC_MODES, RESET_MECHANISMS, EncoderState, LIFState
-from kernels.synapse import DEFAULT_EVENT_THRESHOLD
-
-FORMAT = "neuroliquid-fusion/1"
-IMU_CHANNELS = 6  # ax ay az (m/s^2), gx gy gz (rad/s)
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    """Shape and hyper-parameters of a fusion network variant.
-
-    ``liquid`` "cfc" | "ltc" | None and ``spiking`` select the variant: the default
-    fusion network is CfC + LIF; model=cfc is ``spiking=False``, model=ltc is
-    ``liquid="ltc", spiking=False``, model=lif is ``liquid=None``.
-    Thresholds: camera in natural-log contrast, IMU per channel in m/s^2 and rad/s.
-    """
-
-    liquid: str | None = "cfc"
-    spiking: bool = True
-    hidden: int = 128
-    lif_units: int = 128
-    camera: tuple[int, int] = (32, 32)
-    beams: int = 360
-    imu_per_step: int = 10
-    n_outputs: int = 3
-    camera_threshold: float = 0.15
-    camera_eps: float = 1e-3
-    imu_thresholds: tuple[float, ...] = (0.2, 0.2, 0.2, 0.05, 0.05, 0.05)
-    lidar_r_min: float = 0.1
-    cfc_mode: str = "default"
-    activation: str = "lecun_tanh"
-    backbone_units: int = 128
-    backbone_layers: int = 1
-    ode_unfolds: int = 6
-    beta: float = 0.9
-    threshold: float = 1.0
-    reset: str = "subtract"
-    event_threshold: float = DEFAULT_EVENT_THRESHOLD
-    seed: int = 0
-    dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "camera", tuple(int(v) for v in self.camera))
-        object.__setattr__(self, "imu_thresholds", tuple(float(v) for v in self.imu_thresholds))
-        checks = [
-            (self.liquid in ("cfc", "ltc", None), "liquid", "'cfc', 'ltc' or None"),
-            (self.liquid is not None or self.spiking, "liquid/spiking", "at least one layer"),
-            (self.cfc_mode in CFC_MODES, "cfc_mode", f"one of {CFC_MODES}"),
-            (self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}"),
-            (self.reset in RESET_MECHANISMS, "reset", f"one of {RESET_MECHANISMS}"),
-            (len(self.imu_thresholds) == IMU_CHANNELS, "imu_thresholds", f"{IMU_CHANNELS} values"),
-            (len(self.camera) == 2, "camera", "(height, width)"),
-            (self.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'"),
-        ]
-        for name in ("hidden", "lif_units", "beams", "imu_per_step", "n_outputs"):
-            checks.append((int(getattr(self, name)) >= 1, name, "an int >= 1"))
-        for ok, name, want in checks:
-            if not ok:
-                raise ValueError(f"FusionConfig: {name} must be {want}, got {getattr(self, name.split('/')[0])!r}")
-
-    @property
-    def n_camera(self) -> int:
-        return self.camera[0] * self.camera[1]
-
-    @property
-    def n_imu(self) -> int:
-        return self.imu_per_step * IMU_CHANNELS
-
-    @property
-    def n_features(self) -> int:
-        """Encoded features per step: camera pixels, LIDAR beams, IMU samples x channels."""
-        return self.n_camera + self.beams + self.n_imu
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> FusionConfig:
-        return cls(**json.loads(text))
+from kernels.params import EncoderState, LIFState
 
 
 class FusionState(NamedTuple):
@@ -178,16 +93,3 @@ def reset_rows(state: FusionState, mask: Any, backend: Any) -> FusionState:
     liquid = None if state.liquid is None else type(state.liquid)(zero(state.liquid[0]))
     lif = None if state.lif is None else LIFState(zero(state.lif.mem))
     return FusionState(enc(state.camera), enc(state.imu), liquid, lif)
-
-
-def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], config_json: str) -> None:
-    """Write named arrays and the config to ``.npz`` or ``.safetensors`` (by suffix)."""
-    weights.save_arrays(path, arrays, {"format": FORMAT, "config": config_json})
-
-
-def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
-    """Read what :func:`save_arrays` wrote: (named arrays, config JSON)."""
-    arrays, meta = weights.load_arrays(path)
-    if meta.get("format") != FORMAT or "config" not in meta:
-        raise ValueError(f"load: {str(path)!r} is not a {FORMAT} file (metadata: {sorted(meta)})")
-    return arrays, meta["config"]

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.cfc import SequenceLayer
 from kernels.params import LTCParams, LTCState, OpCounts
+from kernels.sequence import SequenceLayer
 
 # Scratch per block: sized for a 1 MiB L2, half left to the weights streamed beside it
 # (micro-benchmark on the dev box: ~1.0-1.1 ns per synapse with 0.4-0.7 MiB blocks,

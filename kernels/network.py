@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 
 from kernels import fusion_state as fs
+from kernels import weights
 from kernels.cfc import CfC
 from kernels.encoders import ContrastEncoder, DeltaEncoder, InverseRange
-from kernels.fusion_state import FusionConfig, FusionState, NetworkOutput
+from kernels.fusion_config import IMU_CHANNELS, FusionConfig
+from kernels.fusion_state import FusionState, NetworkOutput
 from kernels.lif import LIF
 from kernels.ltc import LTC
 from kernels.params import CfCParams, LIFParams, LTCParams, OpCounts
@@ -61,7 +63,7 @@ class FusionNetwork:
         self.dtype = dt = np.dtype(config.dtype)
         self.camera_enc = ContrastEncoder(*c.camera, c.camera_threshold, c.camera_eps, backend=backend, dtype=dt)
         self.lidar_enc = InverseRange(c.beams, c.lidar_r_min, backend=backend, dtype=dt)
-        self.imu_enc = DeltaEncoder(fs.IMU_CHANNELS, c.imu_thresholds, backend, dt)
+        self.imu_enc = DeltaEncoder(IMU_CHANNELS, c.imu_thresholds, backend, dt)
         self.parts = parts
         self.liquid = None
         if c.liquid == "cfc":
@@ -177,7 +179,7 @@ class FusionNetwork:
         B, T = camera.shape[:2]
         camera = self._check("camera", camera, (B, T, *c.camera), "uf")
         lidar = self._check("lidar", lidar, (B, T, c.beams), "f")
-        imu = self._check("imu", imu, (B, T, c.imu_per_step, fs.IMU_CHANNELS), "f")
+        imu = self._check("imu", imu, (B, T, c.imu_per_step, IMU_CHANNELS), "f")
         valid = [xp.ones(s, bool) if v is None else self._check(n, v, s, "b") for n, v, s in (
             ("camera_valid", camera_valid, (B, T)), ("lidar_valid", lidar_valid, (B, T)),
             ("imu_valid", imu_valid, (B, T, c.imu_per_step)))]
@@ -192,7 +194,7 @@ class FusionNetwork:
         lid, _ = self.lidar_enc.forward(lidar, None, valid[1])
         S = c.imu_per_step
         (imu_on, imu_off), imu_state = self.imu_enc.forward(
-            imu.reshape(B, T * S, fs.IMU_CHANNELS).astype(self.dtype), state.imu, valid[2].reshape(B, T * S))
+            imu.reshape(B, T * S, IMU_CHANNELS).astype(self.dtype), state.imu, valid[2].reshape(B, T * S))
         imu_on, imu_off = imu_on.reshape(B, T, c.n_imu), imu_off.reshape(B, T, c.n_imu)
         ops = self.camera_enc.last_ops
 
@@ -279,11 +281,11 @@ class FusionNetwork:
 
     def save(self, path: str | Path) -> None:
         """Weights and config to ``.npz`` or ``.safetensors`` (names: :meth:`named_arrays`)."""
-        fs.save_arrays(path, self.named_arrays(), self.config.to_json())
+        weights.save_network(path, self.named_arrays(), self.config.to_json())
 
     @classmethod
     def load(cls, path: str | Path, backend: Any) -> FusionNetwork:
-        a, text = fs.load_arrays(path)
+        a, text = weights.load_network(path)
         c = FusionConfig.from_json(text)
         liquid = None
         if c.liquid == "cfc":

@@ -1,4 +1,12 @@
-"""Pickle-free save and load of parameter records (ncps#36: users need weights, not pickles).
+"""Pickle-free weight files (ncps#36: users need weights, not pickles).
+
+Two kinds of file share one writer and reader (:func:`save_arrays`, :func:`load_arrays`):
+
+* parameter records (:func:`save_params` / :func:`load_params`, format
+  ``neuroliquid-params/1``): one CfC, LTC or LIF layer;
+* fusion network files (:func:`save_network` / :func:`load_network`, format
+  ``neuroliquid-fusion/1``): the named arrays of ``kernels.network.FusionNetwork`` with
+  its ``FusionConfig`` as JSON.
 
 The format is chosen by the file suffix:
 
@@ -7,9 +15,9 @@ The format is chosen by the file suffix:
 * ``.safetensors`` -- ``safetensors.numpy``; metadata in the safetensors header.
 
 Arrays are stored under explicit names (``w_x``, ``backbone.0.w``, ``sensory_mu`` ...), in
-their own dtype, so a file written from a float32 model loads as float32.  Metadata holds
-the family (``cfc``, ``ltc``, ``lif``) and the non-array fields (mode, activation,
-ode_unfolds, epsilon, reset_mechanism).
+their own dtype, so a file written from a float32 model loads as float32.  Parameter
+metadata holds the family (``cfc``, ``ltc``, ``lif``) and the non-array fields (mode,
+activation, ode_unfolds, epsilon, reset_mechanism).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import numpy as np
 from kernels.params import CfCParams, LIFParams, LTCParams
 
 FORMAT = "neuroliquid-params/1"
+NETWORK_FORMAT = "neuroliquid-fusion/1"
 _META_KEY = "__metadata__"
 _FAMILIES = {"cfc": CfCParams, "ltc": LTCParams, "lif": LIFParams}
 _SCALARS = {"mode", "activation", "reset_mechanism", "ode_unfolds", "epsilon"}
@@ -68,6 +77,19 @@ def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]
     with safe_open(str(path), framework="np") as fh:
         return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})
 
+
+
+def save_network(path: str | Path, arrays: dict[str, np.ndarray], config_json: str) -> None:
+    """Write a fusion network's named arrays and its config JSON (by suffix, as above)."""
+    save_arrays(path, arrays, {"format": NETWORK_FORMAT, "config": config_json})
+
+
+def load_network(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
+    """Read what :func:`save_network` wrote: (named arrays, config JSON)."""
+    arrays, meta = load_arrays(path)
+    if meta.get("format") != NETWORK_FORMAT or "config" not in meta:
+        raise ValueError(f"load: {str(path)!r} is not a {NETWORK_FORMAT} file (metadata: {sorted(meta)})")
+    return arrays, meta["config"]
 
 def _flatten(params: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     family = next((name for name, cls in _FAMILIES.items() if isinstance(params, cls)), None)

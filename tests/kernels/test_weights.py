@@ -10,7 +10,14 @@ from kernels import get_backend
 from kernels.cfc import CfC
 from kernels.interop import lif_from_snntorch
 from kernels.ltc import LTC
-from kernels.weights import load_arrays, load_params, save_arrays, save_params
+from kernels.weights import (
+    load_arrays,
+    load_network,
+    load_params,
+    save_arrays,
+    save_network,
+    save_params,
+)
 
 SUFFIXES = [".npz", ".safetensors"]
 
@@ -84,6 +91,20 @@ def test_missing_key_and_foreign_file(tmp_path, suffix):
     with pytest.raises(ValueError, match="is not a neuroliquid-params/1 file"):
         load_params(foreign)
 
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_network_file_round_trip_and_format_check(tmp_path, suffix):
+    require_format(suffix)
+    arrays = {"readout.w": np.ones((4, 3), np.float32), "readout.b": np.zeros(3, np.float32)}
+    path = tmp_path / f"net{suffix}"
+    save_network(path, arrays, '{"hidden": 4}')
+    out, config_json = load_network(path)
+    assert config_json == '{"hidden": 4}' and sorted(out) == ["readout.b", "readout.w"]
+    np.testing.assert_array_equal(out["readout.w"], arrays["readout.w"])
+    params_file = save_params(tmp_path / f"ltc{suffix}", LTC.init(3, 2, backend=get_backend("numpy")).params)
+    with pytest.raises(ValueError, match="is not a neuroliquid-fusion/1 file"):
+        load_network(params_file)
 
 def test_npz_never_unpickles(tmp_path):
     path = tmp_path / "evil.npz"
