@@ -152,7 +152,7 @@ def _network(repeats: int, b, n: int, best: dict | None = None) -> dict:
 
 
 def log_mlflow(workload: dict, flat: dict, json_path: Path) -> str | None:
-    from pipeline.tracking import log_benchmark
+    from pipeline.core.tracking import log_benchmark
 
     return log_benchmark("data", workload, flat, json_path)
 

@@ -140,7 +140,7 @@ def bench_events(backend, a) -> list[dict]:
 
 
 def log_mlflow(workload: dict, rows: list[dict], json_path: Path) -> str | None:
-    from pipeline.tracking import log_benchmark
+    from pipeline.core.tracking import log_benchmark
 
     metrics = {}
     for r in rows:

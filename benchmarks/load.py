@@ -1,7 +1,7 @@
 """Load benchmark: ``load=seed_phases`` with a fixed-max, a Dask-adaptive and a predictive
 pool, side by side, each repeated; SLA verdicts and the issue's targets, honestly.
 
-Each run is the real ``pipeline.load.run_load`` (NumPy backend, default model, a
+Each run is the real ``pipeline.loadtest.run.run`` (NumPy backend, default model, a
 LocalCluster of single-threaded workers, pool 1..``--maximum``; fixed-max = ``--maximum``
 workers throughout) on a synthetic store made here; modes are interleaved across repeats
 so that drifting load on the machine hits them alike.  From each run's report and raw
@@ -102,7 +102,7 @@ def load_run(store: Path, root: Path, mode: str, a, name: str) -> dict:
     """One run; its report's figures plus what the raw records and scale log give."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.load import run_load
+    from pipeline.loadtest.run import run as run_load
 
     cfg = config(store, root, mode, a, name)
     la0 = os.getloadavg()[0]
@@ -172,10 +172,10 @@ def bare_network(store: Path, weights: Path, window: int, batch: int, repeats: i
     from kernels import get_backend
     from kernels.network import FusionNetwork
     from pipeline.config import ClusterConfig
+    from pipeline.core.malloc import tune_malloc
     from pipeline.data import open_reader, read_windows
-    from pipeline.plugins import tune_malloc
 
-    tune_malloc(*ClusterConfig().malloc)  # as the load test's workers (pipeline.plugins)
+    tune_malloc(*ClusterConfig().malloc)  # as the load test's workers (pipeline.core.worker_setup)
     rd = open_reader(store)
     n_steps = rd.meta["n_steps"]
     rng = np.random.default_rng(0)
@@ -271,7 +271,7 @@ def summarise(runs: list[dict], bare: dict) -> tuple[dict, list[dict]]:
 
 
 def log_mlflow(workload: dict, flat: dict, json_path: Path) -> str | None:
-    from pipeline.tracking import log_benchmark
+    from pipeline.core.tracking import log_benchmark
 
     return log_benchmark("load", workload, flat, json_path)
 

@@ -5,7 +5,7 @@
 The bare network is the same model (weights file of the run) on the same micro-batches
 (``recordings_per_batch`` x ``steps_per_block``, state carried across blocks), in this one
 process with one BLAS thread, inputs already in memory.  Each pipeline run is the real
-``pipeline.run.run`` on a LocalCluster of n single-threaded workers (one BLAS thread
+``pipeline.batch.run.run`` on a LocalCluster of n single-threaded workers (one BLAS thread
 each); its seq/s is counted from the first task's submission to the last result, so
 cluster start and worker set-up are excluded, as the pipeline reports them.  A sequence
 is one recording x 10 model steps (1 s at 10 Hz).  Targets on 2 cores: efficiency >= 0.85
@@ -87,7 +87,7 @@ def config(store: Path, root: Path, n_workers: int, a, name: str):
 
 
 def pipeline_run(store: Path, root: Path, n_workers: int, a, name: str) -> dict:
-    from pipeline.run import run
+    from pipeline.batch.run import run
 
     cfg = config(store, root, n_workers, a, name)
     out = io.StringIO()
@@ -108,13 +108,13 @@ def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
 
     from kernels import get_backend
     from kernels.network import FusionNetwork
+    from pipeline.batch.outputs import RegionWriter
+    from pipeline.batch.region import BATCH_READER_CACHE, safe_name
     from pipeline.config import ClusterConfig
+    from pipeline.core.malloc import tune_malloc
     from pipeline.data import MicroBatch, StoreReader, read_batch
-    from pipeline.outputs import RegionWriter
-    from pipeline.plugins import tune_malloc
-    from pipeline.tasks import BATCH_READER_CACHE, _safe
 
-    malloc = tune_malloc(*ClusterConfig().malloc)  # as the pipeline's workers (pipeline.plugins)
+    malloc = tune_malloc(*ClusterConfig().malloc)  # as the pipeline's workers (pipeline.core.worker_setup)
     net = FusionNetwork.load(weights, get_backend("numpy", threads=1))
     writer = RegionWriter(out_store)
     n_steps = int(StoreReader(store).meta["n_steps"].max())
@@ -136,7 +136,7 @@ def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
                 writer.write(0, mb.block, y=np.asarray(out.y, np.float32),
                              spikes=np.asarray(out.spike_counts, np.float32), valid=b.valid,
                              quarantined=b.quarantined, restarted=b.restart,
-                             state={_safe(n): v for n, v in net.state_to_arrays(state).items()})
+                             state={safe_name(n): v for n, v in net.state_to_arrays(state).items()})
                 t3 = time.perf_counter()
                 if sweep:  # the first sweep warms up
                     for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2), strict=True):
@@ -188,7 +188,7 @@ def per_task(s: dict, n_workers: int, bare_seq_s: float, seqs_per_task: float) -
 
 
 def log_mlflow(workload: dict, flat: dict, json_path: Path) -> str | None:
-    from pipeline.tracking import log_benchmark
+    from pipeline.core.tracking import log_benchmark
 
     return log_benchmark("pipeline", workload, flat, json_path)
 

@@ -20,67 +20,15 @@ adds ``h W1[F:]`` per step and the heads run as one concatenated GEMM.  Unlike n
 from __future__ import annotations
 
 import math
-from functools import cache
 
 import numpy as np
-from numpy.polynomial import chebyshev as _cheb
 
+from kernels.activations import ACTIVATE as _ACTIVATE
 from kernels.params import ACTIVATIONS, CFC_MODES, CfCParams, CfCState, OpCounts
 from kernels.sequence import SequenceLayer
 
 # Activations counted as transcendental evaluations in OpCounts.nonlin (relu is not).
 _TRANSCENDENTAL = {"lecun_tanh": 1, "tanh": 1, "relu": 0, "silu": 1, "gelu": 1}
-_ERF_SPAN, _ERF_DEGREE = 6.0, 40
-
-
-@cache
-def _erf_coefficients() -> np.ndarray:
-    """Chebyshev interpolant of erf on [0, 6] at 41 Chebyshev nodes (max error 4e-15).
-
-    Sampled from ``math.erf`` once; beyond 6, 1 - erf < 3e-17 is below float64 resolution.
-    """
-    nodes = np.cos(np.pi * (np.arange(_ERF_DEGREE + 1) + 0.5) / (_ERF_DEGREE + 1))
-    values = [math.erf(v) for v in (nodes + 1.0) * (_ERF_SPAN / 2)]
-    return _cheb.chebfit(nodes, values, _ERF_DEGREE)
-
-
-def erf(x: np.ndarray) -> np.ndarray:
-    """Error function, vectorised, float64 internally (|error| < 1e-14); returns x's dtype."""
-    x64 = np.asarray(x, dtype=np.float64)
-    a = np.minimum(np.abs(x64), _ERF_SPAN)
-    out = _cheb.chebval(a * (2.0 / _ERF_SPAN) - 1.0, _erf_coefficients())
-    return (np.sign(x64) * out).astype(np.result_type(x, np.float32), copy=False)
-
-
-def _lecun_tanh(z: np.ndarray) -> None:
-    np.multiply(z, 0.666, out=z)
-    np.tanh(z, out=z)
-    np.multiply(z, 1.7159, out=z)
-
-
-def _gelu(z: np.ndarray) -> None:
-    z *= (1.0 + erf(z * math.sqrt(0.5))) * 0.5  # exact erf form, as torch.nn.GELU()
-
-
-# Backbone activations, applied in place (no temporaries on the default path).
-_ACTIVATE = {
-    "lecun_tanh": _lecun_tanh,
-    "tanh": lambda z: np.tanh(z, out=z),
-    "relu": lambda z: np.maximum(z, 0, out=z),
-    "silu": lambda z: np.multiply(z, _sigmoid(z.copy()), out=z),
-    "gelu": _gelu,
-}
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    """In-place logistic via 0.5 tanh(z/2) + 0.5: one transcendental, no exp overflow."""
-    np.multiply(z, 0.5, out=z)
-    np.tanh(z, out=z)
-    np.multiply(z, 0.5, out=z)
-    np.add(z, 0.5, out=z)
-    return z
-
-
 def cfc_scan_numpy(u, h0, dt, p: CfCParams):
     """Run the CfC recurrence over a block of T steps (NumPy reference, the oracle).
 

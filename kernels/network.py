@@ -18,7 +18,8 @@ Per model step t (default clock 10 Hz), for one recording:
 dt is the elapsed time per step in units of the nominal step (1.0 on the nominal
 clock), as ncps' ``timespans``; it enters the liquid layer only.  Invalid inputs are
 masked: encoders skip invalid frames/samples (no events, state kept), invalid LIDAR
-scans give zero current.
+scans give zero current.  Just over 300 lines because building, running, counting and
+saving one network are kept in one class.
 """
 
 from __future__ import annotations

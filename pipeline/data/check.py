@@ -54,7 +54,7 @@ def check_store(path: str) -> CheckReport:
     for name, arr in rd.arrays.items():
         if name in VARIABLES:
             rep.chunking[name] = f"chunks {arr.chunks}" + (f" in shards {arr.shards}" if arr.shards else "")
-            rep.problems += [rd._chunk_error(kind, name, rs, ts) for kind, rs, ts in chunk_problems(rd.path, arr, name)]
+            rep.problems += [rd.chunk_error(kind, name, rs, ts) for kind, rs, ts in chunk_problems(rd.path, arr, name)]
     t_start, recs = rd.meta["t_start"], np.arange(rd.n_recordings)
     dur = rd.meta["n_steps"] / float(rd.attrs["targets_rate_hz"])
     rep.duration_s = (float(dur.min()), float(dur.mean()), float(dur.max())) if dur.size else (0.0, 0.0, 0.0)

@@ -21,6 +21,7 @@ from pipeline.data.reader import StoreReader, zarr_read_config
 from pipeline.data.schema import MODALITIES, VARIABLES
 from pipeline.data.store import chunk_problems
 from pipeline.data.validate import nonfinite
+from pipeline.data.zarr_io import get_many
 
 VARS = (*(m.var for m in MODALITIES.values()), "targets")
 
@@ -145,8 +146,8 @@ class ShardPool:
         r, i = rows.start + row, span.start + t
         for kind, rs, ts in self.problems.get(slot, []):
             if rs.start <= r < rs.stop and ts.start <= i < ts.stop:
-                return self.reader._chunk_error(kind, self.name, rs, ts)
-        return self.reader._chunk_error("missing-chunk", self.name, slice(r, r + 1), slice(i, i + 1))
+                return self.reader.chunk_error(kind, self.name, rs, ts)
+        return self.reader.chunk_error("missing-chunk", self.name, slice(r, r + 1), slice(i, i + 1))
 
 
 class PoolState:
@@ -160,13 +161,13 @@ class PoolState:
 
     def __init__(self, rd: StoreReader) -> None:
         per = sum(math.prod(rd.arrays[n].shards or rd.arrays[n].chunks) * rd.arrays[n].dtype.itemsize for n in VARS)
-        cap = max(2, rd._cache_bytes // max(per, 1))
+        cap = max(2, rd.cache_bytes // max(per, 1))
         self.pools = {n: ShardPool(rd, n, cap) for n in VARS}
         self.group: dict[str, int] = {}
         for name, m in MODALITIES.items():
             arr = rd.arrays[m.time]
             size = (arr.shards or arr.chunks)[0]
-            if arr.nbytes <= rd._cache_bytes // 16:
+            if arr.nbytes <= rd.cache_bytes // 16:
                 index, _ = rd.timestamps(name, slice(0, rd.n_recordings), True)
                 if int(index.width) * rd.n_recordings < 2**62:  # RowIndex keeps rows apart in one int64 range
                     size = rd.n_recordings
@@ -175,9 +176,9 @@ class PoolState:
 
 def pool_state(rd: StoreReader) -> PoolState:
     """The reader's :class:`PoolState`, made on first use."""
-    if rd._pools is None:
-        rd._pools = PoolState(rd)
-    return rd._pools
+    if rd.pools is None:
+        rd.pools = PoolState(rd)
+    return rd.pools
 
 
 def prefault(rd: StoreReader) -> None:
@@ -192,33 +193,23 @@ def prefault(rd: StoreReader) -> None:
 
 def load_shards(rd: StoreReader, todo: dict[str, list[tuple[int, int]]]) -> None:
     """Fetch the claimed shards of all variables in one round trip to zarr's event loop."""
-    import asyncio  # noqa: PLC0415
-
-    from zarr.core.sync import sync  # noqa: PLC0415  (zarr's own sync bridge)
-
-    pools = rd._pools.pools
+    pools = rd.pools.pools
     fetch = []
     for name, items in todo.items():
         pool = pools[name]
         for key, slot in items:
             rows, span = pool.region(key)
-            problems = chunk_problems(rd.path, pool.arr, name, rows, span, verified=rd._verified[name])
+            problems = chunk_problems(rd.path, pool.arr, name, rows, span, verified=rd.verified[name])
             if problems:
                 pool.load_chunkwise(key, slot, problems)
             else:
                 fetch.append((pool, key, slot, rows, span))
     if not fetch:
         return
-
-    async def get():
-        return await asyncio.gather(*(p.arr._async_array.getitem((rows, span)) for p, _, _, rows, span in fetch),
-                                    return_exceptions=True)
-
     with zarr_read_config():
-        got = sync(get())
+        got = get_many(((p.arr, (rows, span)) for p, _, _, rows, span in fetch), return_exceptions=True)
     for (pool, key, slot, _, _), values in zip(fetch, got, strict=True):
         if isinstance(values, Exception):
             pool.load_chunkwise(key, slot, [])
         else:
             pool.store(slot, np.asarray(values))
-

@@ -57,9 +57,9 @@ class StoreReader:
             if over.size:
                 raise SchemaError(m.count, f"valid count outside [0, {self.ds.sizes[m.dim]}]", recordings=over)
         self._times: OrderedDict = OrderedDict()
-        self._cache_bytes, self._cached = cache_bytes, 0
-        self._verified: dict[str, set] = {n: set() for n in VARIABLES}
-        self._pools = None  # pipeline.data.pools.PoolState (shard pools, index groups), made on first use
+        self.cache_bytes, self._cached = cache_bytes, 0
+        self.verified: dict[str, set] = {n: set() for n in VARIABLES}
+        self.pools = None  # pipeline.data.pools.PoolState (shard pools, index groups), made on first use
 
     def _read_meta(self, name: str) -> np.ndarray:
         problems = chunk_problems(self.path, self.arrays[name], name)
@@ -67,6 +67,32 @@ class StoreReader:
             raise SensorDataError(problems[0][0], name, "per-recording metadata chunk absent or truncated",
                                   recordings=range(problems[0][1].start, problems[0][1].stop))
         return np.asarray(self.ds.variables[name].values)
+
+    @property
+    def model_rate_hz(self) -> float:
+        """The model clock (Hz) the store's targets are on (attrs ``targets_rate_hz``)."""
+        return float(self.attrs["targets_rate_hz"])
+
+    @property
+    def n_steps(self) -> np.ndarray:
+        """(recording,) int32: valid model steps per recording."""
+        return self.meta["n_steps"]
+
+    @property
+    def sizes(self):
+        """Dimension sizes of the store (``recording``, ``y``, ``x``, ``beam``, ...)."""
+        return self.ds.sizes
+
+    @property
+    def recording_chunk(self) -> int:
+        """Recordings per input chunk (micro-batches align with it)."""
+        return int(self.arrays["vision"].chunks[0])
+
+    @property
+    def recording_shard(self) -> int:
+        """Recordings per input shard (per chunk where the store is not sharded)."""
+        arr = self.arrays["vision"]
+        return int((arr.shards or arr.chunks)[0])
 
     def rate(self, modality: str) -> float:
         """Nominal rate (Hz) of ``modality`` from the store's attrs."""
@@ -81,11 +107,11 @@ class StoreReader:
         """
         arr, var = self.arrays[name], self.ds.variables[name]
         span = span if span is not None else slice(0, var.shape[1])
-        problems = chunk_problems(self.path, arr, name, rows, span, verified=self._verified[name])
+        problems = chunk_problems(self.path, arr, name, rows, span, verified=self.verified[name])
         bad = np.zeros(rows.stop - rows.start, bool)
         for kind, rs, ts in problems:
             if not quarantine:
-                raise self._chunk_error(kind, name, rs, ts)
+                raise self.chunk_error(kind, name, rs, ts)
             bad[max(rs.start, rows.start) - rows.start: min(rs.stop, rows.stop) - rows.start] = True
         key = (rows, span) if var.ndim > 1 else (rows,)
         if not bad.any():
@@ -94,7 +120,7 @@ class StoreReader:
                     return np.asarray(var[key].values), bad
             except Exception as exc:  # corrupt chunk bytes that the index did not reveal
                 if not quarantine:
-                    raise self._chunk_error("unreadable-chunk", name, rows, span, exc) from exc
+                    raise self.chunk_error("unreadable-chunk", name, rows, span, exc) from exc
         out = np.full(var[key].shape, VARIABLES[name].fill, var.dtype)
         step = arr.chunks[0]
         for a in range(rows.start - rows.start % step, rows.stop, step):
@@ -107,7 +133,7 @@ class StoreReader:
                 bad[sub.start - rows.start: sub.stop - rows.start] = True
         return out, bad
 
-    def _chunk_error(self, kind, name, rs: slice, ts: slice, exc=None) -> SensorDataError:
+    def chunk_error(self, kind, name, rs: slice, ts: slice, exc=None) -> SensorDataError:
         dim = VARIABLES[name].dims[1] if len(VARIABLES[name].dims) > 1 else None
         rate = {m.dim: self.rate(k) for k, m in MODALITIES.items()} | {"step": float(self.attrs["targets_rate_hz"])}
         time_s = (ts.start / rate[dim], ts.stop / rate[dim]) if dim in rate else None
@@ -138,7 +164,7 @@ class StoreReader:
         entry = (RowIndex(t_clean, counts), spans)
         self._times[key] = entry
         self._cached += entry[0].flat.nbytes
-        while self._cached > self._cache_bytes and len(self._times) > 1:
+        while self._cached > self.cache_bytes and len(self._times) > 1:
             _, old = self._times.popitem(last=False)
             self._cached -= old[0].flat.nbytes
         return entry

@@ -115,7 +115,7 @@ def gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, steps: int, policy
     except _TooManyShards:
         if recs.size < 2:
             raise RuntimeError(f"one window of {steps} steps needs more shards than the reader's cache_bytes "
-                               f"({rd._cache_bytes}) holds") from None
+                               f"({rd.cache_bytes}) holds") from None
         h = recs.size // 2
         a = gather(rd, recs[:h], s0[:h], steps, policy, imu_window)
         b = gather(rd, recs[h:], s0[h:], steps, policy, imu_window)
@@ -130,7 +130,7 @@ def _timestamps_missing(rd: StoreReader, modality: str, r: int) -> SensorDataErr
     span = slice(0, max(int(rd.meta[m.count][r]), 1))
     problems = chunk_problems(rd.path, rd.arrays[m.time], m.time, slice(r, r + 1), span)
     kind, rs, ts = problems[0] if problems else ("unreadable-chunk", slice(r, r + 1), span)
-    return rd._chunk_error(kind, m.time, rs, ts)
+    return rd.chunk_error(kind, m.time, rs, ts)
 
 
 def _groups(recs: np.ndarray, size: int):

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.cfc import CfC, cfc_params_from_linear, erf
+from kernels.activations import erf
+from kernels.cfc import CfC, cfc_params_from_linear
 from kernels.numpy_backend import NumpyBackend
 from kernels.params import CfCState
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from pipeline.__main__ import TASKS
 from pipeline.config import PROJECT_ROOT, Config
 
-# One BLAS/OpenMP thread in every process a test starts (pipeline.run.WORKER_ENV does the
+# One BLAS/OpenMP thread in every process a test starts (pipeline.core.cluster.WORKER_ENV does the
 # same for the workers the pipeline starts), and MLflow offline.
 QUIET_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
              "OMP_WAIT_POLICY": "PASSIVE", "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "true",

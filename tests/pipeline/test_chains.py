@@ -9,7 +9,7 @@ import logging
 import pytest
 from distributed import Client, LocalCluster
 
-from pipeline.scheduler import stream_chains
+from pipeline.batch.chains import stream_chains
 
 
 def _where(chain: int, index: int) -> dict:

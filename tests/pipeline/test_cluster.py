@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 from _pipeline_helpers import live_children, mlflow_runs
 
-from pipeline.cluster import ClusterError, open_client
+from pipeline.batch.run import run
 from pipeline.config import ClusterConfig, ConfigError
-from pipeline.run import WORKER_ENV, run
+from pipeline.core.cluster import WORKER_ENV, ClusterError, open_client
 
 
 def _ours(procs) -> list[str]:

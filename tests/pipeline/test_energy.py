@@ -9,7 +9,7 @@ import pytest
 
 from kernels.params import OpCounts
 from pipeline.config import ConfigError, EnergyConfig
-from pipeline.energy import (
+from pipeline.core.energy import (
     MODEL_NOTE,
     MeterUnavailable,
     ModelledEnergy,

@@ -33,9 +33,10 @@ from _pipeline_helpers import (
     tracking_uri,
 )
 
+from pipeline.batch.outputs import ResumeError, done_regions
+from pipeline.batch.run import run
 from pipeline.config import PROJECT_ROOT
-from pipeline.outputs import ResumeError, done_regions
-from pipeline.run import WORKER_ENV, run
+from pipeline.core.cluster import WORKER_ENV
 
 FAULT = ["model.kind=ltc", "model.hidden=128", "data.steps_per_block=25", "data.policy=quarantine"]
 N_REGIONS = 4 * 8  # 4 groups of 8 recordings x 8 blocks of 25 steps

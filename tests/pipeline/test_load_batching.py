@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import ScalingConfig
-from pipeline.load import inflight_cap, plan_phase, shard_warm_requests, take_batch
+from pipeline.loadtest.batcher import inflight_cap, take_batch
+from pipeline.loadtest.schedule import plan_phase, shard_warm_requests
 
 
 def test_schedule_is_open_loop_at_the_offered_rate():

@@ -20,7 +20,7 @@ import pytest
 import zarr
 from _pipeline_helpers import live_children, mlflow_runs, tracking_uri
 
-from pipeline.load import run_load
+from pipeline.loadtest.run import run as run_load
 
 PHASES = ("baseline", "moderate", "high", "peak", "hyperscale", "sustained")
 SOURCES = {"model", "rapl", "nvml", "nvml+rapl"}

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from pipeline.plugins import malloc_env, tune_malloc
+from pipeline.core.malloc import malloc_env, tune_malloc
 
 
 def test_malloc_env_names_glibc_variables_and_skips_zeros():
@@ -21,7 +21,7 @@ def _tune_in_fresh_process(env: dict[str, str]) -> str:
     # Dask's nanny copies its spawn environment into the spawning process's os.environ,
     # so after any cluster test this process carries MALLOC_* itself: start clean.
     base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    code = "from pipeline.plugins import tune_malloc; print(tune_malloc(32, 128, 1))"
+    code = "from pipeline.core.malloc import tune_malloc; print(tune_malloc(32, 128, 1))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**base, **env})
     return out.stdout.strip()

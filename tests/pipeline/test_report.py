@@ -9,8 +9,9 @@ import random
 import pytest
 
 from pipeline.config import ConfigError, SloConfig
-from pipeline.energy import PhaseEnergy
-from pipeline.report import (
+from pipeline.core.energy import PhaseEnergy
+from pipeline.core.pool import ScaleLog
+from pipeline.loadtest.report import (
     ClusterStatus,
     ModelSize,
     PhaseMeta,
@@ -19,7 +20,6 @@ from pipeline.report import (
     log_report,
     nearest_rank,
 )
-from pipeline.scaling import ScaleLog
 
 PHASES = [("baseline", 50.0, 200), ("peak", 400.0, 900), ("hyperscale", None, 600)]
 

@@ -12,8 +12,8 @@ import yaml
 from _pipeline_helpers import artifact_json, live_children, mlflow_runs
 from threadpoolctl import threadpool_limits
 
+from pipeline.batch.run import run
 from pipeline.data import MicroBatch, open_reader, read_batch
-from pipeline.run import run
 
 
 def _reference(cfg, weights: Path) -> tuple[np.ndarray, np.ndarray]:

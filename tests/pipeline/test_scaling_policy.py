@@ -12,14 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import ConfigError, ScalingConfig
-from pipeline.scaling import (
-    PredictiveAdaptive,
-    PredictivePolicy,
-    RecordingAdaptive,
-    ScaleLog,
-    pool_window,
-    worker_seconds,
-)
+from pipeline.core.pool import ScaleLog, pool_window, worker_seconds
+from pipeline.core.scaling import PredictiveAdaptive, PredictivePolicy, RecordingAdaptive
 
 SERVICE_S = 0.05  # one worker serves 20 requests/s
 

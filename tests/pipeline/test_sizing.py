@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.run import size_groups
+from pipeline.batch.run import size_groups
 
 
 @pytest.mark.parametrize(("rpb", "chunk", "recordings", "workers", "expected"), [
@@ -32,7 +32,7 @@ def test_default_pool_is_one_worker_per_gpu_or_per_core(monkeypatch):
     import types
 
     import kernels.backend
-    from pipeline.cluster import default_workers
+    from pipeline.core.cluster import default_workers
 
     monkeypatch.setattr(kernels.backend, "cuda_probe", lambda: (False, "no GPU"))
     assert default_workers("auto") == default_workers("numpy") == (os.cpu_count() or 1)

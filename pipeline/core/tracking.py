@@ -148,7 +148,7 @@ def log_benchmark(name: str, params: Mapping[str, Any], metrics: Mapping[str, An
         import mlflow  # noqa: F401
     except ImportError:
         return None
-    root = root or Path(__file__).resolve().parents[1]
+    root = root or Path(__file__).resolve().parents[2]
     tracker = Tracker(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", "neuroliquid-bench", name,
                       root / "mlruns" / "artifacts",
                       tags={"benchmark": name, "git_commit": git_commit(root), **package_versions()})

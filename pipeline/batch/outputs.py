@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.zarr_io import get_many, set_many
+
 
 class ResumeError(RuntimeError):
     """An existing output store does not belong to the run that tries to resume it."""
@@ -134,18 +136,6 @@ def done_regions(path: Path) -> np.ndarray:
     return np.asarray(zarr.open_group(str(path), mode="r")["done"][...], dtype=bool)
 
 
-def _gather_io(coroutines: list) -> list:
-    """Run zarr array reads/writes concurrently on zarr's own event loop; the first error raises."""
-    import asyncio
-
-    from zarr.core.sync import sync
-
-    async def run():
-        return await asyncio.gather(*coroutines)
-
-    return sync(run())
-
-
 class RegionWriter:
     """Worker side: reads block state and writes one region's chunks; never metadata."""
 
@@ -168,7 +158,7 @@ class RegionWriter:
         """Final state of block ``k`` of group ``g`` and that block's quarantine flags."""
         rs = self.layout.recordings(g)
         names = [f"state_{n}" for n, _, _ in self.layout.state_specs] + ["quarantined"]
-        values = _gather_io([self.arrays[n]._async_array.getitem((rs, k)) for n in names])
+        values = get_many((self.arrays[n], (rs, k)) for n in names)
         state = {n: np.asarray(v) for (n, _, _), v in zip(self.layout.state_specs, values[:-1], strict=True)}
         return state, np.asarray(values[-1])
 
@@ -188,5 +178,5 @@ class RegionWriter:
         writes += [(f"state_{n}", (rs, k), arr[:nr]) for n, arr in state.items()]
         # Exactly one chunk per variable, all in one round trip to zarr's event loop (one
         # synchronous call per array cost ~1.3 ms each on a loaded 2-core box).
-        _gather_io([a[name]._async_array.setitem(region, data) for name, region, data in writes])
+        set_many((a[name], region, data) for name, region, data in writes)
         a["done"][g, k] = True  # last: the region is complete only once everything is on disk

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import SloConfig
-from pipeline.energy import PhaseEnergy
-from pipeline.scaling import ScaleLog, pool_window
+from pipeline.core.energy import PhaseEnergy
+from pipeline.core.pool import ScaleLog, pool_window
 
 
 @dataclass(frozen=True)
@@ -245,41 +245,10 @@ class LoadReport:
         return tags
 
     def plots(self, out_dir: str | Path) -> list[Path]:
-        """throughput_p99.png, pool_size.png (if sampled), latency_cdf.png under ``out_dir``."""
-        from matplotlib.figure import Figure  # no pyplot: no global figure state, Agg canvas
+        """The report's figures as PNGs under ``out_dir`` (:mod:`pipeline.loadtest.plots`)."""
+        from pipeline.loadtest.plots import report_plots
 
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        fig = Figure(figsize=(8, 4))
-        ax = fig.subplots()
-        x = np.arange(len(self.phases))
-        ax.bar(x, [p.throughput_rps or 0 for p in self.phases], color="tab:blue")
-        ax.set(xticks=x, xticklabels=[p.name for p in self.phases], ylabel="throughput (requests/s)")
-        ax2 = ax.twinx()
-        ax2.plot(x, [np.nan if p.p99_ms is None else p.p99_ms for p in self.phases], "o-", color="tab:red")
-        ax2.set_ylabel("p99 latency (ms)", color="tab:red")
-        paths.append(_save(fig, out_dir / "throughput_p99.png"))
-        if self.scale_log and self.scale_log.samples:
-            fig = Figure(figsize=(8, 4))
-            ax = fig.subplots()
-            t, n = zip(*self.scale_log.samples, strict=True)
-            ax.step(np.array(t) - self.t_start, n, where="post")
-            for e in self.scale_log.events:
-                ax.axvline(e.t - self.t_start, color="tab:green" if e.to > e.from_ else "tab:orange", ls="--")
-            ax.yaxis.get_major_locator().set_params(integer=True)
-            ax.set(xlabel="time (s)", ylabel="workers", title="pool size and scale events (up green, down orange)")
-            paths.append(_save(fig, out_dir / "pool_size.png"))
-        fig = Figure(figsize=(8, 4))
-        ax = fig.subplots()
-        for p in self.phases:
-            if len(p.latencies_ms):
-                lat = np.sort(p.latencies_ms)
-                ax.step(lat, np.arange(1, len(lat) + 1) / len(lat), where="post", label=p.name)
-        ax.set(xscale="log", xlabel="latency (ms)", ylabel="fraction of completed requests", title="latency CDF")
-        ax.legend()
-        paths.append(_save(fig, out_dir / "latency_cdf.png"))
-        return paths
+        return report_plots(self, out_dir)
 
 
 def build_report(records: list[RequestRecord], metas: list[PhaseMeta], slo: SloConfig,
@@ -306,7 +275,7 @@ def build_report(records: list[RequestRecord], metas: list[PhaseMeta], slo: SloC
 
 
 def log_report(tracker, report: LoadReport, out_dir: str | Path) -> list[Path]:
-    """Metrics, energy-source tags, the markdown and the PNGs to the run (``pipeline.tracking.Tracker``)."""
+    """Metrics, energy-source tags, the markdown and the PNGs to the run (``pipeline.core.tracking.Tracker``)."""
     tracker.log_metrics(report.metrics())
     tracker.set_tags(report.tags())
     tracker.log_artifact_text(report.markdown(), "report/load_report.md")
@@ -314,12 +283,6 @@ def log_report(tracker, report: LoadReport, out_dir: str | Path) -> list[Path]:
     for p in paths:
         tracker.log_artifact(p, "report")
     return paths
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
 
 
 def _key(name: str) -> str:

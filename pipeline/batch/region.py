@@ -17,7 +17,7 @@ import numpy as np
 
 @lru_cache(maxsize=8)
 def _writer(out: str):
-    from pipeline.outputs import RegionWriter
+    from pipeline.batch.outputs import RegionWriter
 
     return RegionWriter(out)
 
@@ -34,8 +34,8 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
     same bytes."""
     from distributed import get_worker
 
+    from pipeline.core.worker_setup import worker_network
     from pipeline.data import open_reader, read_batch
-    from pipeline.plugins import worker_network
 
     t0 = time.perf_counter()
     net = worker_network()
@@ -54,7 +54,7 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
         state, restarted = net.zero_state(B), np.zeros(B, bool)
     else:
         restarted = np.asarray(batch.restart, bool)
-        names = {_safe(n): n for n in net.state_to_arrays(net.zero_state(1))}
+        names = {safe_name(n): n for n in net.state_to_arrays(net.zero_state(1))}
         state = net.state_from_arrays({names[n]: a for n, a in prev_state.items()})
         state = net.reset_rows(state, restarted)
     # Quarantined rows get no input at all: masked, never computed on as if real.
@@ -78,11 +78,11 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
     t2 = time.perf_counter()
 
     writer.write(group, k, y=y, spikes=spikes, valid=valid, quarantined=np.asarray(batch.quarantined, bool),
-                 restarted=restarted, state={_safe(n): a for n, a in state_arrays.items()})
+                 restarted=restarted, state={safe_name(n): a for n, a in state_arrays.items()})
     t3 = time.perf_counter()
     ops = net.last_ops
     return {
-        "worker": get_worker().address,  # the chain's next block asks for this worker (scheduler.stream_chains)
+        "worker": get_worker().address,  # the chain's next block asks for this worker (pipeline.batch.chains.stream_chains)
         "group": group, "block": k, "recordings": B, "steps": len(batch.steps),
         "valid_steps": int(valid.sum()), "read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2,
         "forward_s": forward_s,
@@ -93,7 +93,7 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
     }
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     """State names like ``camera.ref`` become zarr array names ``camera_ref``."""
     return name.replace(".", "_")
 
@@ -101,36 +101,4 @@ def _safe(name: str) -> str:
 def state_specs(net, batch: int = 1) -> tuple[tuple[str, tuple[int, ...], str], ...]:
     """(name, trailing shape, dtype) of every state array, for the output store's layout."""
     arrays = net.state_to_arrays(net.zero_state(batch))
-    return tuple((_safe(n), tuple(a.shape[1:]), str(a.dtype)) for n, a in sorted(arrays.items()))
-
-
-def serve_requests(store: str, recordings: np.ndarray, starts: np.ndarray, steps: int, policy: str,
-                   imu_window: int) -> dict:
-    """Load test: run a micro-batch of independent requests (one window of one recording
-    each, from zero state) and return per-request outcomes and small metrics."""
-    from pipeline.data import SensorDataError, read_windows
-    from pipeline.plugins import worker_network
-
-    t0 = time.perf_counter()
-    net = worker_network()
-    try:
-        batch = read_windows(store, recordings, starts, steps, policy, imu_window=imu_window)
-    except SensorDataError as exc:  # policy "fail": the whole micro-batch fails, each request counted
-        return {"ok": [False] * len(recordings), "errors": [str(exc)] * len(recordings), "read_s": 0.0,
-                "compute_s": 0.0, "ops": {}}
-    t1 = time.perf_counter()
-    ok = ~batch.quarantined[:, None]
-    out, _ = net.forward(batch.camera, batch.lidar, batch.imu, None,
-                         camera_valid=batch.camera_valid & ok, lidar_valid=batch.lidar_valid & ok,
-                         imu_valid=batch.imu_valid & ok[..., None])
-    net.backend.synchronize()
-    t2 = time.perf_counter()
-    # A request whose window runs past its recording's end has no answer for those steps.
-    served = ~batch.quarantined & batch.valid.all(axis=1)
-    errors = [""] * len(recordings)
-    for p in batch.problems:
-        for i in np.nonzero(np.isin(recordings, p.recordings))[0]:
-            errors[int(i)] = str(p)[:300]
-    ops = net.last_ops
-    return {"ok": served.tolist(), "errors": errors, "read_s": t1 - t0, "compute_s": t2 - t1,
-            "ops": {k: int(v) for k, v in ops._asdict().items()}}
+    return tuple((safe_name(n), tuple(a.shape[1:]), str(a.dtype)) for n, a in sorted(arrays.items()))

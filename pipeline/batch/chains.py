@@ -12,8 +12,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from pipeline.core.pool import PoolSampler
 
 
 @dataclass
@@ -27,28 +29,8 @@ class Completed:
     error: BaseException | None = None
 
 
-@dataclass
-class WorkerSampler:
-    """Worker count over time (seconds since start), sampled at most every ``every_s``."""
-
-    client: Any
-    t0: float
-    every_s: float = 0.5
-    samples: list[tuple[float, int]] = field(default_factory=list)
-    _last: float = -1e9
-
-    def sample(self, force: bool = False) -> None:
-        now = time.perf_counter()
-        if force or now - self._last >= self.every_s:
-            # Ask the scheduler: the client's cached scheduler_info() is periodically
-            # overwritten and can briefly list no workers.
-            n = len(self.client.nthreads())
-            self.samples.append((now - self.t0, n))
-            self._last = now
-
-
 def stream_chains(client, chains: Sequence[Sequence[tuple[str, tuple]]], fn: Callable,
-                  window: int, sampler: WorkerSampler | None = None,
+                  window: int, sampler: PoolSampler | None = None,
                   stop_on_error: bool = True) -> Iterator[Completed]:
     """Run every chain's tasks in order, chains in parallel, at most ``window`` in flight.
 

@@ -19,23 +19,6 @@ import numpy as np
 
 from pipeline.config import Config
 
-# Worker processes get one BLAS/OpenMP thread each: the pool, not BLAS, uses the cores.
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "OMP_WAIT_POLICY": "PASSIVE", "MLFLOW_ENABLE_TELEMETRY": "false"}
-
-
-def ensure_store(cfg: Config) -> Path:
-    """The input store; the synthetic demo store is generated when it is missing."""
-    path = Path(cfg.data.path)
-    if not (path / "zarr.json").exists():
-        if cfg.data.source != "synthetic":
-            raise FileNotFoundError(f"data.path={path}: no zarr store there")
-        from pipeline.data.cli import generate
-
-        print(f"generating the synthetic store {path} (first run only)")
-        generate(cfg)
-    return path
-
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -83,42 +66,30 @@ class _Progress:
 
 def run(cfg: Config) -> dict:
     """Run the batch pipeline; returns the summary dict (also logged to MLflow)."""
-    from pipeline import outputs
-    from pipeline.cluster import open_client
-    from pipeline.data import MicroBatch, open_reader
-    from pipeline.model import Geometry, prepare_weights, sha256_file
-    from pipeline.plugins import NetworkSetup, worker_info
-    from pipeline.report_run import RunStats, log_run, print_summary
-    from pipeline.scaling import ScaleLog, attach_scaling
-    from pipeline.scheduler import WorkerSampler, stream_chains
-    from pipeline.tasks import BATCH_READER_CACHE, run_region, state_specs
-    from pipeline.tracking import tracked_run
+    from pipeline.batch import outputs
+    from pipeline.batch.chains import stream_chains
+    from pipeline.batch.region import BATCH_READER_CACHE, run_region, state_specs
+    from pipeline.batch.summary import RunStats, log_run, print_summary
+    from pipeline.core.experiment import cluster_session, prepare, run_name, tracked
+    from pipeline.core.network import sha256_file
+    from pipeline.core.pool import PoolSampler
+    from pipeline.data import MicroBatch
 
-    if cfg.load.kind == "seed_phases":
-        from pipeline.load import run_load
-
-        return run_load(cfg)
-    store = ensure_store(cfg)
-    reader = open_reader(store)
-    store_rate = float(reader.attrs["targets_rate_hz"])
+    name = run_name(cfg, "run")
+    out_dir = Path(cfg.paths.output_dir)
+    out_path = out_dir / f"{name}.zarr"
+    exp = prepare(cfg, "run", name, out_dir / f"{name}.weights.npz")
+    store, reader, net = exp.store, exp.reader, exp.net
+    store_rate = reader.model_rate_hz
     if abs(store_rate - cfg.data.model_rate_hz) > 1e-9:
         raise ValueError(f"data.model_rate_hz={cfg.data.model_rate_hz} but the store's targets are on a "
                          f"{store_rate} Hz clock (attrs targets_rate_hz); set data.model_rate_hz={store_rate}")
-    run_name = cfg.resume or cfg.tracking.run_name or time.strftime("run-%Y%m%d-%H%M%S")
-    out_dir = Path(cfg.paths.output_dir)
-    out_path = out_dir / f"{run_name}.zarr"
-    geometry = Geometry.of_store(reader, cfg.data.imu_window)
-    weights_path, net = prepare_weights(cfg.model, geometry, out_dir / f"{run_name}.weights.npz")
-    weights_sha = sha256_file(weights_path)
-
-    from pipeline.cluster import default_workers
-
-    n_workers = cfg.scaling.n_workers or default_workers(cfg.backend.name)
-    pool_max = max(n_workers, cfg.scaling.maximum if cfg.scaling.kind != "fixed" else 0)
+    weights_sha = sha256_file(exp.weights_path)
+    pool_max = exp.max_workers
     if cfg.resume and (out_path / "zarr.json").exists():
         rpb = outputs.stored_layout(out_path)["recordings_per_group"]  # the interrupted run's grid
     else:
-        rpb = size_groups(cfg.data.recordings_per_batch, int(reader.arrays["vision"].chunks[0]),
+        rpb = size_groups(cfg.data.recordings_per_batch, reader.recording_chunk,
                           reader.n_recordings, pool_max)
     if rpb != cfg.data.recordings_per_batch:
         print(f"data.recordings_per_batch={cfg.data.recordings_per_batch} -> {rpb}: at least two recording "
@@ -126,7 +97,7 @@ def run(cfg: Config) -> dict:
         cfg.data.recordings_per_batch = rpb  # logged and fingerprinted as run
     prints = fingerprints(cfg, store, weights_sha)
     spb = cfg.data.steps_per_block
-    n_steps = int(reader.meta["n_steps"].max(initial=0))
+    n_steps = int(reader.n_steps.max(initial=0))
     layout = outputs.OutputLayout(reader.n_recordings, n_steps, rpb, spb, net.config.n_outputs,
                                   state_specs(net))
     if cfg.resume:
@@ -134,7 +105,7 @@ def run(cfg: Config) -> dict:
         done = outputs.done_regions(out_path)
     else:
         if out_path.exists():
-            raise FileExistsError(f"{out_path} exists: pick another tracking.run_name, or resume={run_name}")
+            raise FileExistsError(f"{out_path} exists: pick another tracking.run_name, or resume={name}")
         outputs.create(out_path, layout, step_ns=(np.arange(n_steps) + 1) * reader.step_ns,
                        recording_ids=np.arange(reader.n_recordings), fingerprints=prints,
                        # Deterministic: no run name or output path, so a rerun or resumed run
@@ -145,65 +116,31 @@ def run(cfg: Config) -> dict:
     for g in range(layout.n_groups):
         rs = layout.recordings(g)
         chains.append([
-            (f"region-{run_name}-g{g}-b{k}",
+            (f"region-{name}-g{g}-b{k}",
              (MicroBatch(str(store), (rs.start, rs.stop), (k * spb, (k + 1) * spb), k), str(out_path),
               cfg.data.policy, cfg.data.imu_window, g))
             for k in range(layout.n_blocks) if not done[g, k]
         ])
     n_todo = sum(map(len, chains))
 
-    from pipeline.tracking import flatten, git_commit, package_versions
-
-    tags = {"task": "run", "model": cfg.model.kind, "backend.requested": cfg.backend.name,
-            "git_commit": git_commit(Path(cfg.paths.root_dir)), "output_store": str(out_path),
-            **package_versions()}
     stats = RunStats(n_regions=n_todo, n_regions_total=int(done.size), resumed_done=int(done.sum()))
-    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, Path(cfg.tracking.artifact_dir),
-                     parent_run_id=cfg.tracking.parent_run_id, tags=tags) as tracker:
-        tracker.log_params(flatten(dataclasses.asdict(cfg)))
-        adaptive_kind = cfg.scaling.kind != "fixed"
-        initial = max(1, cfg.scaling.minimum) if adaptive_kind else n_workers
-        with open_client(cfg.cluster, n_workers=initial, shared_paths=[store.parent, out_dir],
-                         adaptive=adaptive_kind, env=WORKER_ENV) as (client, cluster):
-            client.register_plugin(NetworkSetup(cfg.backend.name, str(weights_path), cfg.backend.threads,
-                                                 store=str(store),
-                                                 malloc=cfg.cluster.malloc, reader_cache_bytes=BATCH_READER_CACHE))
-            print(f"dashboard: {client.dashboard_link}")
-            scale_log = ScaleLog()
-            t0 = time.perf_counter()
-
-            def clock() -> float:
-                return time.perf_counter() - t0
-
-            adaptive = None
-            if cluster is not None:
-                adaptive = attach_scaling(cluster, dataclasses.replace(cfg.scaling, n_workers=n_workers),
-                                          scale_log=scale_log, clock=clock)
-            client.wait_for_workers(1, timeout=120)
-            infos = client.run(worker_info)
-            first = next(iter(infos.values()))
-            tracker.set_tags({"backend": first["backend"], "device": first["device"],
-                              "backend.reason": first["reason"], "workers.initial": len(infos),
-                              "worker.malloc": first["malloc"],
-                              "worker.setup_s": f"{max(i['setup_s'] for i in infos.values()):.2f}"})
-            print(f"backend: {first['backend']} on {first['device']} ({first['reason']}); "
-                  f"{len(infos)} worker(s) set up in {max(i['setup_s'] for i in infos.values()):.2f} s "
-                  f"(not in the throughput); {n_todo} of {done.size} regions to run")
-            sampler = WorkerSampler(client, t0)
+    with tracked(exp, {"output_store": str(out_path)}) as tracker:
+        with cluster_session(exp, tracker, shared_paths=[store.parent, out_dir],
+                             reader_cache_bytes=BATCH_READER_CACHE) as session:
+            print(f"{n_todo} of {done.size} regions to run")
+            sampler = PoolSampler(session.client, session.clock, session.scale_log)
             sampler.sample(force=True)
             progress = _Progress(n_todo)
             t_start = time.perf_counter()
-            stats.t_start = t_start - t0
-            window = 2 * max(n_workers, cfg.scaling.maximum if adaptive is not None else 0)
-            for c in stream_chains(client, chains, run_region, window, sampler):
+            stats.t_start = session.clock()
+            window = 2 * (exp.max_workers if session.adaptive is not None else exp.scaling.n_workers)
+            for c in stream_chains(session.client, chains, run_region, window, sampler):
                 stats.add(c, t_start)
                 progress.update(stats.sequences)
             stats.wall_s = time.perf_counter() - t_start
             sampler.sample(force=True)
-            stats.worker_samples = sorted(sampler.samples + list(scale_log.samples))
-            stats.scale_events = list(scale_log.events)
-            if adaptive is not None:
-                adaptive.stop()
-        summary = log_run(tracker, cfg, stats, net, weights_path, out_path)
+            stats.worker_samples = sorted(session.scale_log.samples)
+            stats.scale_events = list(session.scale_log.events)
+        summary = log_run(tracker, cfg, stats, net, exp.weights_path, out_path)
         print_summary(summary, tracker, cfg.tracking.uri)
     return summary

@@ -1,6 +1,5 @@
-"""Worker-pool scaling: a pure predictive policy, and thin Dask ``Adaptive`` subclasses
-that apply a policy and record every scale event (policy kept apart from mechanism, as
-in ``distributed/deploy/adaptive_core.py``).
+"""The predictive scaling policy: pure, no Dask (the mechanism is :mod:`.adaptive`, kept
+apart as in ``distributed/deploy/adaptive_core.py``).
 
 Predictive policy, times in seconds on one monotonic clock, rates in requests/s:
 
@@ -35,14 +34,8 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from inspect import isawaitable
 from typing import NamedTuple
-
-from distributed.deploy.adaptive import Adaptive
 
 from pipeline.config import ScalingConfig
 
@@ -57,63 +50,6 @@ class Decision(NamedTuple):
 
     target: int
     reason: str
-
-
-@dataclass(frozen=True)
-class ScaleEvent:
-    t: float  # seconds, the run's monotonic clock
-    from_: int
-    to: int
-    reason: str
-
-
-@dataclass
-class ScaleLog:
-    """Scale events and pool-size samples ``(t, workers)`` of one run."""
-
-    events: list[ScaleEvent] = field(default_factory=list)
-    samples: list[tuple[float, int]] = field(default_factory=list)
-
-    def record(self, t: float, from_: int, to: int, reason: str) -> ScaleEvent:
-        ev = ScaleEvent(float(t), int(from_), int(to), reason)
-        self.events.append(ev)
-        return ev
-
-    def sample(self, t: float, n: int) -> None:
-        self.samples.append((float(t), int(n)))
-
-    def between(self, t0: float, t1: float) -> list[ScaleEvent]:
-        return [e for e in self.events if t0 <= e.t < t1]
-
-
-def _check_samples(samples: Sequence[tuple[float, int]]) -> None:
-    if not samples:
-        raise ValueError("pool-size samples are empty: sample the pool at least once")
-    for (ta, _), (tb, _) in zip(samples, samples[1:], strict=False):
-        if tb < ta:
-            raise ValueError(f"pool-size samples go back in time ({ta} then {tb})")
-
-
-def worker_seconds(samples: Sequence[tuple[float, int]], t_end: float | None = None) -> float:
-    """Integral of pool size over time, step-wise: sum_i n_i (t_{i+1} - t_i), the last
-    sample held until ``t_end`` (default: its own time).  Worker-seconds."""
-    _check_samples(samples)
-    ts = [t for t, _ in samples] + [samples[-1][0] if t_end is None else t_end]
-    if ts[-1] < ts[-2]:
-        raise ValueError(f"t_end={t_end} is before the last sample at {ts[-2]}")
-    return float(sum(n * (ts[i + 1] - ts[i]) for i, (_, n) in enumerate(samples)))
-
-
-def pool_window(samples: Sequence[tuple[float, int]], t0: float, t1: float) -> tuple[int, float, int]:
-    """(min, time-weighted mean, max) pool size over [t0, t1]; the size at t0 is the last
-    sample at or before t0 (or the first sample if none is that early)."""
-    _check_samples(samples)
-    if t1 <= t0:
-        raise ValueError(f"empty window [{t0}, {t1}]")
-    start = max((i for i, (t, _) in enumerate(samples) if t <= t0), default=0)
-    win = [(t0, samples[start][1])] + [(t, n) for t, n in samples[start + 1:] if t0 < t < t1]
-    ns = [n for _, n in win]
-    return min(ns), worker_seconds(win, t1) / (t1 - t0), max(ns)
 
 
 class PredictivePolicy:
@@ -235,96 +171,3 @@ class PredictivePolicy:
     def _commit(self, now: float, target: int, reason: str) -> Decision:
         self._committed, self._last_event = self._clamp(target), now
         return Decision(self._committed, reason)
-
-
-class _RecordingMixin:
-    """Records each scale_up/scale_down as a ScaleEvent and samples the pool every adapt."""
-
-    def _init_recording(self, log: ScaleLog | None, clock: Callable[[], float]) -> None:
-        self.scale_log = log if log is not None else ScaleLog()
-        self.clock = clock
-
-    def _reason(self, direction: str, to: int) -> str:
-        """Why the pool moves; the concrete Adaptives below say more."""
-        return f"{direction}: target {to} workers"
-
-    async def scale_up(self, n):
-        before = len(self.plan)
-        self.scale_log.record(self.clock(), before, n, self._reason("up", n))
-        await super().scale_up(n)
-
-    async def scale_down(self, workers):
-        if workers:
-            before = len(self.plan)
-            to = before - len(workers)
-            self.scale_log.record(self.clock(), before, to, self._reason("down", to) + f"; retire {sorted(map(str, workers))}")
-        await super().scale_down(workers)
-
-    async def adapt(self) -> None:
-        await super().adapt()
-        self.scale_log.sample(self.clock(), len(self.observed))
-
-
-class RecordingAdaptive(_RecordingMixin, Adaptive):
-    """Dask's own Adaptive (scheduler ``adaptive_target``), every decision recorded."""
-
-    def __init__(self, cluster, *args, scale_log: ScaleLog | None = None,
-                 clock: Callable[[], float] = time.monotonic, **kwargs) -> None:
-        self._init_recording(scale_log, clock)
-        self._last_target: int | None = None
-        super().__init__(cluster, *args, **kwargs)
-
-    async def target(self) -> int:
-        self._last_target = int(await super().target())
-        return self._last_target
-
-    def _reason(self, direction: str, to: int) -> str:
-        why = f"dask adaptive_target={self._last_target} (target_duration {self.target_duration:g} s)"
-        return why if direction == "up" else f"{why}, seen {self.wait_count} times in a row"
-
-
-class PredictiveAdaptive(_RecordingMixin, Adaptive):
-    """Adaptive whose target comes from a :class:`PredictivePolicy`; the load driver feeds
-    ``adaptive.policy.observe_arrivals`` and ``observe_service_time``."""
-
-    def __init__(self, cluster, *args, policy: PredictivePolicy, scale_log: ScaleLog | None = None,
-                 clock: Callable[[], float] = time.monotonic, **kwargs) -> None:
-        self.policy = policy
-        self.last_decision: Decision | None = None
-        self._pending_since: dict = {}
-        self._init_recording(scale_log, clock)
-        kwargs.setdefault("minimum", policy.cfg.minimum)
-        kwargs.setdefault("maximum", policy.cfg.maximum)
-        super().__init__(cluster, *args, **kwargs)
-
-    async def target(self) -> int:
-        now = self.clock()
-        plan, observed = set(self.plan), set(self.observed)
-        pending = plan - observed
-        self._pending_since = {w: self._pending_since.get(w, now) for w in pending}
-        lost = [w for w, t in self._pending_since.items() if now - t > self.policy.cfg.startup_timeout_s]
-        if lost and hasattr(self.cluster, "scale_down"):
-            # Drop the dead specs so that scale_up(n) really starts replacements.
-            f = self.cluster.scale_down(lost)
-            if isawaitable(f):
-                await f
-        self.last_decision = self.policy.recommend(now, len(observed), len(pending), len(lost))
-        return self.last_decision.target
-
-    def _reason(self, direction: str, to: int) -> str:
-        return self.last_decision.reason if self.last_decision else "no decision yet"
-
-
-def attach_scaling(cluster, cfg: ScalingConfig, scale_log: ScaleLog | None = None,
-                   clock: Callable[[], float] = time.monotonic) -> Adaptive | None:
-    """Apply ``cfg`` to ``cluster``: fixed scales to ``n_workers`` and returns None;
-    adaptive/predictive return the running Adaptive (its ``scale_log`` holds the events)."""
-    cfg.validate()
-    if cfg.kind == "fixed":
-        cluster.scale(cfg.n_workers)
-        return None
-    common = dict(minimum=cfg.minimum, maximum=cfg.maximum, interval=cfg.interval_s,
-                  wait_count=cfg.wait_count, scale_log=scale_log, clock=clock)
-    if cfg.kind == "adaptive":
-        return cluster.adapt(Adaptive=RecordingAdaptive, target_duration=cfg.target_duration_s, **common)
-    return cluster.adapt(Adaptive=PredictiveAdaptive, policy=PredictivePolicy(cfg), **common)

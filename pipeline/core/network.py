@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.config import ModelConfig
 
-# model.kind -> (liquid layer, spiking layer) of kernels.network.FusionConfig
+# model.kind -> (liquid layer, spiking layer) of kernels.fusion_config.FusionConfig
 VARIANTS: dict[str, tuple[str | None, bool]] = {
     "fusion": ("cfc", True),
     "cfc": ("cfc", False),
@@ -32,13 +32,13 @@ class Geometry:
 
     @classmethod
     def of_store(cls, reader, imu_window: int) -> Geometry:
-        s = reader.ds.sizes
+        s = reader.sizes
         return cls((int(s["y"]), int(s["x"])), int(s["beam"]), int(imu_window))
 
 
 def fusion_config(model: ModelConfig, geometry: Geometry):
     """The one place a ``ModelConfig`` becomes a frozen ``kernels`` FusionConfig."""
-    from kernels.network import FusionConfig
+    from kernels.fusion_config import FusionConfig
 
     liquid, spiking = VARIANTS[model.kind]
     return FusionConfig(

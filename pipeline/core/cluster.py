@@ -14,7 +14,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.core.malloc import malloc_env
+
 log = logging.getLogger(__name__)
+
+
+# Worker processes get one BLAS/OpenMP thread each: the pool, not BLAS, uses the cores.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "OMP_WAIT_POLICY": "PASSIVE", "MLFLOW_ENABLE_TELEMETRY": "false"}
 
 
 class ClusterError(RuntimeError):
@@ -115,17 +122,15 @@ def open_client(cfg, *, n_workers: int, shared_paths: list[Path] = (), adaptive:
 
     ``cluster`` is None for ``cluster=address``.  ``n_workers`` is the initial pool
     (ignored for ``address`` and ``local_cuda``, which has one worker per GPU).  Workers get
-    ``env`` (for example one BLAS thread each).  Raises :class:`ClusterError` with the reason.
+    ``env`` (default :data:`WORKER_ENV`: one BLAS thread each).  Raises :class:`ClusterError` with the reason.
     """
     import dask
     from distributed import Client
 
-    from pipeline.plugins import malloc_env
-
     # Dask's INFO chatter (scheduler, nanny, worker start/stop) would bury the run's output.
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    env = dict(env or {})
+    env = dict(WORKER_ENV if env is None else env)
     # Worker processes that local clusters spawn (now, or later when a pool grows) start
     # with the configured malloc settings: glibc reads them once, at process start.
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **malloc_env(*cfg.malloc)}

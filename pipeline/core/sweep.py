@@ -34,7 +34,7 @@ class MlflowParentRun(Callback):
         self.failed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from pipeline.tracking import Tracker
+        from pipeline.core.tracking import Tracker
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,148 @@
+"""The one experiment harness every application runs in (batch run, load test, training).
+
+An application asks for three things, in order, and adds only what is its own:
+
+1. :func:`prepare` -- the input store (the synthetic demo store is generated when
+   missing), its reader, the run's name, the network and the weights file every worker
+   loads, and the pool size;
+2. :func:`tracked` -- the MLflow run (one per Hydra job; only this driver process writes
+   to MLflow) with the tags every run carries and the whole config as params;
+3. :func:`cluster_session` -- the Dask cluster with the worker set-up plugin registered,
+   the workers set up (their backend and set-up time tagged), the run clock started and
+   the scaling policy attached; closed, with its scaling stopped, on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, ScalingConfig
+from pipeline.core.cluster import default_workers, open_client
+from pipeline.core.network import Geometry, prepare_weights
+from pipeline.core.pool import ScaleLog
+from pipeline.core.scaling import attach_scaling
+from pipeline.core.tracking import Tracker, flatten, git_commit, package_versions, tracked_run
+from pipeline.core.worker_setup import NetworkSetup, worker_info
+from pipeline.data import StoreReader, open_reader
+
+
+def ensure_store(cfg: Config) -> Path:
+    """The input store; the synthetic demo store is generated when it is missing."""
+    path = Path(cfg.data.path)
+    if not (path / "zarr.json").exists():
+        if cfg.data.source != "synthetic":
+            raise FileNotFoundError(f"data.path={path}: no zarr store there")
+        from pipeline.data.cli import generate
+
+        print(f"generating the synthetic store {path} (first run only)")
+        generate(cfg)
+    return path
+
+
+def run_name(cfg: Config, prefix: str) -> str:
+    """``resume`` or ``tracking.run_name`` when given, else ``<prefix>-<local time>``."""
+    return cfg.resume or cfg.tracking.run_name or time.strftime(f"{prefix}-%Y%m%d-%H%M%S")
+
+
+@dataclass
+class Experiment:
+    """What a run is about, fixed before anything starts."""
+
+    cfg: Config
+    task: str  # the MLflow ``task`` tag: run | load | train
+    name: str
+    store: Path
+    reader: StoreReader
+    weights_path: Path
+    net: Any  # kernels.network.FusionNetwork on NumPy (the driver's copy)
+    scaling: ScalingConfig  # with ``n_workers`` resolved
+
+    @property
+    def adaptive(self) -> bool:
+        return self.scaling.kind != "fixed"
+
+    @property
+    def initial_workers(self) -> int:
+        return max(1, self.scaling.minimum) if self.adaptive else self.scaling.n_workers
+
+    @property
+    def max_workers(self) -> int:
+        return max(self.scaling.n_workers, self.scaling.maximum if self.adaptive else 0)
+
+
+def prepare(cfg: Config, task: str, name: str, weights_file: Path) -> Experiment:
+    """Store, reader, network and pool size; the seeded weights go to ``weights_file``."""
+    store = ensure_store(cfg)
+    reader = open_reader(store)
+    weights_path, net = prepare_weights(cfg.model, Geometry.of_store(reader, cfg.data.imu_window), weights_file)
+    n_workers = cfg.scaling.n_workers or default_workers(cfg.backend.name)
+    return Experiment(cfg, task, name, store, reader, weights_path, net,
+                      dataclasses.replace(cfg.scaling, n_workers=n_workers))
+
+
+@contextlib.contextmanager
+def tracked(exp: Experiment, tags: dict[str, Any] | None = None) -> Iterator[Tracker]:
+    """The run's MLflow run: common tags plus ``tags``, the whole config as params."""
+    cfg = exp.cfg
+    all_tags = {"task": exp.task, "model": cfg.model.kind, "backend.requested": cfg.backend.name,
+                "git_commit": git_commit(Path(cfg.paths.root_dir)), **package_versions(), **(tags or {})}
+    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, exp.name, Path(cfg.tracking.artifact_dir),
+                     parent_run_id=cfg.tracking.parent_run_id, tags=all_tags) as tracker:
+        tracker.log_params(flatten(dataclasses.asdict(cfg)))
+        yield tracker
+
+
+@dataclass
+class Session:
+    """A running cluster: the client, the run clock, the pool's scale log."""
+
+    client: Any
+    cluster: Any  # None on cluster=address
+    adaptive: Any  # the running Adaptive, or None for a fixed pool
+    scale_log: ScaleLog
+    t0: float  # perf_counter at the start of the run clock
+    backend: dict  # what the first worker resolved (pipeline.core.worker_setup.NetworkSetup.info)
+    workers: int  # workers set up at the start
+    setup_s: float  # the slowest worker's set-up time
+
+    def clock(self) -> float:
+        """Seconds since the session started (the run clock)."""
+        return time.perf_counter() - self.t0
+
+
+@contextlib.contextmanager
+def cluster_session(exp: Experiment, tracker: Tracker, *, shared_paths: list[Path], wait_for: int = 1,
+                    **plugin: Any) -> Iterator[Session]:
+    """Start (or connect to) the cluster, set the workers up with :class:`NetworkSetup`
+    (``plugin``: its extra arguments), wait for ``wait_for`` workers, start the clock and
+    attach the scaling policy.  Tags what the workers resolved."""
+    cfg = exp.cfg
+    with open_client(cfg.cluster, n_workers=exp.initial_workers, shared_paths=shared_paths,
+                     adaptive=exp.adaptive) as (client, cluster):
+        client.register_plugin(NetworkSetup(cfg.backend.name, str(exp.weights_path), cfg.backend.threads,
+                                            store=str(exp.store), malloc=cfg.cluster.malloc, **plugin))
+        print(f"dashboard: {client.dashboard_link}")
+        client.wait_for_workers(wait_for, timeout=120)
+        infos = client.run(worker_info)
+        first = next(iter(infos.values()))
+        setup_s = max(i["setup_s"] for i in infos.values())
+        tracker.set_tags({"backend": first["backend"], "device": first["device"],
+                          "backend.reason": first["reason"], "workers.initial": len(infos),
+                          "worker.malloc": first["malloc"], "worker.setup_s": f"{setup_s:.2f}"})
+        print(f"backend: {first['backend']} on {first['device']} ({first['reason']}); {len(infos)} worker(s) "
+              f"set up in {setup_s:.2f} s (not in the figures); scaling={exp.scaling.kind}")
+        session = Session(client, cluster, None, ScaleLog(), time.perf_counter(), first, len(infos), setup_s)
+        if cluster is not None:
+            session.adaptive = attach_scaling(cluster, exp.scaling, scale_log=session.scale_log,
+                                              clock=session.clock)
+        try:
+            yield session
+        finally:
+            if session.adaptive is not None:
+                session.adaptive.stop()

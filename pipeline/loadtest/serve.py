@@ -1,0 +1,40 @@
+"""The task a worker runs for one load-test micro-batch: independent requests, each one
+window of one recording from zero state, as a serving system answers them."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def serve_requests(store: str, recordings: np.ndarray, starts: np.ndarray, steps: int, policy: str,
+                   imu_window: int) -> dict:
+    """Load test: run a micro-batch of independent requests (one window of one recording
+    each, from zero state) and return per-request outcomes and small metrics."""
+    from pipeline.core.worker_setup import worker_network
+    from pipeline.data import SensorDataError, read_windows
+
+    t0 = time.perf_counter()
+    net = worker_network()
+    try:
+        batch = read_windows(store, recordings, starts, steps, policy, imu_window=imu_window)
+    except SensorDataError as exc:  # policy "fail": the whole micro-batch fails, each request counted
+        return {"ok": [False] * len(recordings), "errors": [str(exc)] * len(recordings), "read_s": 0.0,
+                "compute_s": 0.0, "ops": {}}
+    t1 = time.perf_counter()
+    ok = ~batch.quarantined[:, None]
+    out, _ = net.forward(batch.camera, batch.lidar, batch.imu, None,
+                         camera_valid=batch.camera_valid & ok, lidar_valid=batch.lidar_valid & ok,
+                         imu_valid=batch.imu_valid & ok[..., None])
+    net.backend.synchronize()
+    t2 = time.perf_counter()
+    # A request whose window runs past its recording's end has no answer for those steps.
+    served = ~batch.quarantined & batch.valid.all(axis=1)
+    errors = [""] * len(recordings)
+    for p in batch.problems:
+        for i in np.nonzero(np.isin(recordings, p.recordings))[0]:
+            errors[int(i)] = str(p)[:300]
+    ops = net.last_ops
+    return {"ok": served.tolist(), "errors": errors, "read_s": t1 - t0, "compute_s": t2 - t1,
+            "ops": {k: int(v) for k, v in ops._asdict().items()}}
