@@ -25,6 +25,7 @@ bench: $(STAMP)
 	@if [ -f benchmarks/data.py ]; then $(PY) benchmarks/data.py; fi
 	@if [ -f benchmarks/pipeline.py ]; then $(PY) benchmarks/pipeline.py; fi
 	@if [ -f benchmarks/load.py ]; then $(PY) benchmarks/load.py; fi
+	$(PY) benchmarks/accuracy.py
 
 run: $(STAMP)
 	$(VENV)/bin/neuroliquid

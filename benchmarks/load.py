@@ -317,7 +317,7 @@ def main(argv=None) -> int:
                 print(f"  {m} #{k}: peak {r['peak_rps']:.0f} req/s, {r['worker_seconds']:.1f} worker-s, "
                       f"success {r['availability_pct']:.2f} %, {len(r['scale_events'])} scale events, "
                       f"{r['wall_s']:.0f} s (load average {r['load_average'][0]:.2f})", flush=True)
-        weights = next((tmp / "out").glob("*/weights.npz"))
+        weights = next((tmp / "out" / "weights").glob("*.npz"))  # every run: the same seeded network
         cfg = config(store, tmp, "fixed-max", a, "bare")
         bare = in_fresh_process(bare_network, store, weights, cfg.load.window_steps, cfg.load.max_batch)
     finally:

@@ -93,7 +93,6 @@ def pipeline_run(store: Path, root: Path, n_workers: int, a, name: str) -> dict:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         summary = run(cfg)
-    summary["weights"] = str(Path(cfg.paths.output_dir) / f"{name}.weights.npz")
     return summary
 
 
@@ -109,10 +108,11 @@ def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
     from kernels import get_backend
     from kernels.network import FusionNetwork
     from pipeline.batch.outputs import RegionWriter
-    from pipeline.batch.region import BATCH_READER_CACHE, safe_name
+    from pipeline.batch.region import safe_name
     from pipeline.config import ClusterConfig
     from pipeline.core.malloc import tune_malloc
     from pipeline.data import MicroBatch, StoreReader, read_batch
+    from pipeline.data.reader import SEQUENTIAL_CACHE_BYTES
 
     malloc = tune_malloc(*ClusterConfig().malloc)  # as the pipeline's workers (pipeline.core.worker_setup)
     net = FusionNetwork.load(weights, get_backend("numpy", threads=1))
@@ -122,7 +122,7 @@ def bare_network(store: Path, weights: str, out_store: str, a) -> dict:
     t = {"read": [], "forward": [], "write": []}
     with threadpool_limits(1):
         for sweep in range(a.repeats + 1):
-            reader = StoreReader(store, BATCH_READER_CACHE)  # as a worker's: opened once, not timed
+            reader = StoreReader(store, SEQUENTIAL_CACHE_BYTES)  # as a worker's: opened once, not timed
             state = net.zero_state(a.rpb)
             for mb in plan:
                 t0 = time.perf_counter()

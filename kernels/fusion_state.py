@@ -30,6 +30,7 @@ class NetworkOutput(NamedTuple):
     y: Any  # (B, T, n_outputs) readout
     spike_counts: Any  # (B, T) int64: LIF spikes per step, summed over units (0 without LIF)
     event_counts: Any  # (B, T) int64: camera + IMU input events per step
+    features: Any = None  # (B, T, n_readout) the readout's inputs [h, s] (forward(features=True))
 
 
 def _state_items(state: FusionState) -> dict[str, Any]:

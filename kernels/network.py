@@ -19,7 +19,7 @@ dt is the elapsed time per step in units of the nominal step (1.0 on the nominal
 clock), as ncps' ``timespans``; it enters the liquid layer only.  Invalid inputs are
 masked: encoders skip invalid frames/samples (no events, state kept), invalid LIDAR
 scans give zero current.  Just over 300 lines because building, running, counting and
-saving one network are kept in one class.
+saving one network are kept in one class (a little over 300 lines).
 """
 
 from __future__ import annotations
@@ -157,8 +157,8 @@ class FusionNetwork:
         return self.backend.asarray(x)
 
     def forward(self, camera: Any, lidar: Any, imu: Any, state: FusionState | None = None, dt: Any = None,
-                camera_valid: Any = None, lidar_valid: Any = None, imu_valid: Any = None
-                ) -> tuple[NetworkOutput, FusionState]:
+                camera_valid: Any = None, lidar_valid: Any = None, imu_valid: Any = None,
+                features: bool = False) -> tuple[NetworkOutput, FusionState]:
         """Run one time block of B recordings.
 
         Parameters
@@ -170,10 +170,12 @@ class FusionNetwork:
         dt : None (1.0), or elapsed time per step in nominal steps, (B, T) or as CfC.scan
         camera_valid, lidar_valid : (B, T) bool or None (all valid)
         imu_valid : (B, T, imu_per_step) bool or None
+        features : also return the readout's inputs ``[h, s]`` (for fitting the readout)
 
         Returns
         -------
-        NetworkOutput(y (B, T, n_outputs) dtype, spike_counts (B, T) int64, event_counts (B, T) int64)
+        NetworkOutput(y (B, T, n_outputs) dtype, spike_counts (B, T) int64, event_counts (B, T) int64,
+        features (B, T, hidden + lif_units) dtype or None)
         FusionState after the block
         """
         c, xp = self.config, self.backend.xp
@@ -234,7 +236,17 @@ class FusionNetwork:
         counts = xp.zeros((B, T), np.int64) if spk is None else spk.sum(axis=2).astype(np.int64)
         events = (cam_on.sum(2) + cam_off.sum(2) + imu_on.sum(2) + imu_off.sum(2)).astype(np.int64)
         new_state = FusionState(cam_state, imu_state, liquid_state, lif_state)
-        return NetworkOutput(y, counts, events), new_state
+        feats = None
+        if features:  # the rows of readout_w, in order
+            feats = xp.concatenate([a.astype(self.dtype, copy=False) for a in (h, spk) if a is not None], axis=2)
+        return NetworkOutput(y, counts, events, feats), new_state
+
+    def with_readout(self, readout_w: Any, readout_b: Any) -> FusionNetwork:
+        """The same network with another readout, ``readout_w (hidden + lif_units, n_outputs)``."""
+        p = self.parts
+        return FusionNetwork.from_parts(self.config, self.backend, liquid=p["liquid"], lif=p["lif"],
+                                        lif_w=p["lif_w"], lif_b=p["lif_b"], readout_w=np.asarray(readout_w),
+                                        readout_b=np.asarray(readout_b))
 
     # ---- accounting and weights ------------------------------------------------------
     @property
@@ -280,9 +292,10 @@ class FusionNetwork:
                         "lif.syn_w": p["lif_w"], "lif.syn_b": p["lif_b"]})
         return {k: np.asarray(v) for k, v in out.items()}
 
-    def save(self, path: str | Path) -> None:
-        """Weights and config to ``.npz`` or ``.safetensors`` (names: :meth:`named_arrays`)."""
-        weights.save_network(path, self.named_arrays(), self.config.to_json())
+    def save(self, path: str | Path, info: dict | None = None) -> None:
+        """Weights and config to ``.npz`` or ``.safetensors`` (names: :meth:`named_arrays`);
+        ``info``: training provenance (:func:`kernels.weights.network_info` reads it)."""
+        weights.save_network(path, self.named_arrays(), self.config.to_json(), info)
 
     @classmethod
     def load(cls, path: str | Path, backend: Any) -> FusionNetwork:

@@ -79,9 +79,20 @@ def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]
 
 
 
-def save_network(path: str | Path, arrays: dict[str, np.ndarray], config_json: str) -> None:
-    """Write a fusion network's named arrays and its config JSON (by suffix, as above)."""
-    save_arrays(path, arrays, {"format": NETWORK_FORMAT, "config": config_json})
+def save_network(path: str | Path, arrays: dict[str, np.ndarray], config_json: str,
+                 info: dict | None = None) -> None:
+    """Write a fusion network's named arrays and its config JSON (by suffix, as above);
+    ``info`` (JSON-serialisable: how the weights were trained, on which split) rides along."""
+    meta = {"format": NETWORK_FORMAT, "config": config_json}
+    if info:
+        meta["info"] = json.dumps(info, sort_keys=True)
+    save_arrays(path, arrays, meta)
+
+
+def network_info(path: str | Path) -> dict:
+    """The ``info`` a network file was saved with ({} when none: e.g. seeded, untrained)."""
+    _, meta = load_arrays(path)
+    return json.loads(meta["info"]) if "info" in meta else {}
 
 
 def load_network(path: str | Path) -> tuple[dict[str, np.ndarray], str]:

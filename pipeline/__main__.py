@@ -17,6 +17,7 @@ from pipeline.config import PROJECT_ROOT, Config
 
 TASKS: dict[str, str] = {
     "run": "pipeline.batch.run:run",
+    "train": "pipeline.train.run:run",
     "generate": "pipeline.data.cli:generate",
     "check": "pipeline.data.cli:check",
 }

@@ -98,7 +98,13 @@ def create(path: Path, layout: OutputLayout, *, step_ns: np.ndarray, recording_i
         "fingerprints": json.dumps(fingerprints, sort_keys=True),
         "layout": json.dumps({k: v for k, v in layout.__dict__.items() if k != "state_specs"}),
     })
-    encoding = {v: {"chunks": ds[v].data.chunksize} for v in ds.data_vars}
+    import zarr
+
+    # zarr's default compressor (zstd level 0), then a crc32c checksum per chunk: changed
+    # bytes fail the read instead of decoding to wrong values.
+    codecs = [zarr.codecs.ZstdCodec(level=0), zarr.codecs.Crc32cCodec()]
+    encoding = {v: {"chunks": ds[v].data.chunksize, "compressors": codecs} for v in ds.data_vars}
+    encoding |= {c: {"compressors": codecs} for c in ds.coords}
     with warnings.catch_warnings():
         # Consolidated metadata is a zarr-python extension to v3; it lets xr.open_zarr
         # open the store in one read.  The client writes all metadata once, so it is exact.
@@ -108,18 +114,31 @@ def create(path: Path, layout: OutputLayout, *, step_ns: np.ndarray, recording_i
 
 
 def check_resumable(path: Path, fingerprints: dict[str, str]) -> None:
-    """Refuse a store whose config, weights or input store differ from this run's."""
+    """Refuse a store whose config, weights, input data or backend differ from this run's;
+    warn (naming both commits) when it was written by another code version."""
     import zarr
 
     if not Path(path).exists():
         raise ResumeError(f"resume: no output store at {path}")
-    stored = json.loads(zarr.open_group(str(path), mode="r").attrs.get("fingerprints", "{}"))
+    attrs = zarr.open_group(str(path), mode="r").attrs
+    stored = json.loads(attrs.get("fingerprints", "{}"))
     diff = sorted(k for k in set(stored) | set(fingerprints) if stored.get(k) != fingerprints.get(k))
     if diff:
         raise ResumeError(
             f"resume: {path} was written by a different run: {', '.join(diff)} differ "
             f"(stored {[stored.get(k) for k in diff]}, now {[fingerprints.get(k) for k in diff]})"
         )
+
+
+def code_version_note(path: Path, commit: str) -> str | None:
+    """A warning when the store was written by another code version (resume still works)."""
+    import zarr
+
+    written = zarr.open_group(str(path), mode="r").attrs.get("code_version")
+    if written and written != commit:
+        return (f"warning: {path} was written by code version {written}; this is {commit}: "
+                "regions run now use this version")
+    return None
 
 
 def stored_layout(path: Path) -> dict:
@@ -136,6 +155,53 @@ def done_regions(path: Path) -> np.ndarray:
     return np.asarray(zarr.open_group(str(path), mode="r")["done"][...], dtype=bool)
 
 
+def verify_done(path: Path, done: np.ndarray) -> dict[tuple[int, int], str]:
+    """Regions marked done whose chunks are not all on disk and decodable: ``{(g, k): why}``.
+
+    A marker says the region was written, not that it still is: a deleted chunk would read
+    back as fill values (``y`` all NaN where ``valid`` is True, a zero start state for the
+    next block) and a corrupt one fails to decode.  Every variable's chunk of every done
+    region is checked to exist and read (in one round trip per region); the caller re-runs
+    the regions returned.  Each region is one chunk per variable (see the module docstring).
+    """
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    # The region variables (coordinates are written once by the client; done is the marker).
+    arrays = {n: a for n, a in group.arrays() if _dims(a)[:1] == ("recording",) and a.ndim >= 2}
+    layout = OutputLayout(**json.loads(group.attrs["layout"]), state_specs=())
+    bad: dict[tuple[int, int], str] = {}
+    for g, k in np.argwhere(done).tolist():
+        rs, ss = layout.recordings(g), layout.steps(k)
+        reads, why = [], []
+        for name, arr in arrays.items():
+            region = (rs, ss) if "step" in _dims(arr) else (rs, k)
+            coords = (g, k) + (0,) * (arr.ndim - 2)
+            key = arr.metadata.encode_chunk_key(coords)
+            if not (Path(path) / name / key).is_file():
+                why.append(f"{name} chunk {key} missing")
+            else:
+                reads.append((name, arr, region))
+        got = get_many(((a, r) for _, a, r in reads), return_exceptions=True)
+        why += [f"{name} does not decode ({type(v).__name__}: {v})"[:200]
+                for (name, _, _), v in zip(reads, got, strict=True) if isinstance(v, Exception)]
+        if why:
+            bad[(g, k)] = "; ".join(why)
+    return bad
+
+
+def _dims(arr) -> tuple[str, ...]:
+    return tuple(arr.metadata.dimension_names or ())
+
+
+def store_identity(path: str | Path) -> tuple[int, int]:
+    """Which store is at ``path`` now: (inode, mtime ns) of its ``zarr.json``, which only
+    the client writes, once, at creation.  A writer cached for an earlier store at the same
+    path must not write into a new one (as :func:`pipeline.data.open_reader` keys its readers)."""
+    st = (Path(path) / "zarr.json").stat()
+    return st.st_ino, st.st_mtime_ns
+
+
 class RegionWriter:
     """Worker side: reads block state and writes one region's chunks; never metadata."""
 
@@ -143,8 +209,10 @@ class RegionWriter:
         import zarr
 
         self.group = zarr.open_group(str(path), mode="r+")
-        # Array handles opened once: each lookup reads and parses metadata from disk.
-        self.arrays = dict(self.group.arrays())
+        # Array handles opened once: each lookup reads and parses metadata from disk.  Every
+        # chunk is written, even one equal to the fill value (an all-False ``quarantined``),
+        # so a missing chunk file always means lost data (verify_done relies on it).
+        self.arrays = {n: a.with_config({"write_empty_chunks": True}) for n, a in self.group.arrays()}
         self.layout = OutputLayout(**json.loads(self.group.attrs["layout"]),
                                    state_specs=self._specs())
 

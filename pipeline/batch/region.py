@@ -15,27 +15,37 @@ from functools import lru_cache
 import numpy as np
 
 
-@lru_cache(maxsize=8)
 def _writer(out: str):
+    """This worker's writer for the output store at ``out``, keyed by path and identity: a
+    long-lived worker (``cluster=address``) must not keep handles to a store since recreated
+    at the same path."""
+    from pipeline.batch.outputs import store_identity
+
+    return _cached_writer(out, store_identity(out))
+
+
+@lru_cache(maxsize=8)
+def _cached_writer(out: str, identity: tuple[int, int]):
     from pipeline.batch.outputs import RegionWriter
 
     return RegionWriter(out)
 
 
-# A batch run reads each shard set once (region grid = shard grid), so its reader keeps a
-# few shard sets, not the default 512 MiB: slots are reused while their pages are warm.
-# With every shard in a fresh slot, each region's 17.5 MB faulted in page by page (~4,300
-# faults; a page fault costs ~14 us on the dev VM).
-BATCH_READER_CACHE = 64 << 20
-
-
-def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
+def run_region(mb, out: str, policy: str, imu_window: int, group: int, scoring: dict | None = None,
+               max_age=None) -> dict:
     """Execute one region; see the module docstring.  Deterministic: a retry writes the
-    same bytes."""
+    same bytes.
+
+    ``scoring`` (None: not scored): ``score (B,)`` bool, the rows of the evaluation split;
+    ``labels (B,)`` int8, every row's split; ``baseline`` bool, also return this region's
+    share of the baselines (:mod:`pipeline.core.baselines`).  ``max_age``: ``data.max_age``
+    (stale camera/LIDAR samples are invalid input, counted in ``stale``).  Scores go back as small
+    mergeable parts (:mod:`pipeline.core.metrics`), never as tensors."""
     from distributed import get_worker
 
     from pipeline.core.worker_setup import worker_network
     from pipeline.data import open_reader, read_batch
+    from pipeline.data.reader import SEQUENTIAL_CACHE_BYTES
 
     t0 = time.perf_counter()
     net = worker_network()
@@ -46,7 +56,7 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
     else:
         prev_state, prev_quarantined = None, None
     batch = read_batch(mb, policy, imu_window=imu_window, needs_restart=prev_quarantined,
-                       reader=open_reader(mb.store, BATCH_READER_CACHE))
+                       reader=open_reader(mb.store, SEQUENTIAL_CACHE_BYTES), max_age=max_age)
     t1 = time.perf_counter()
 
     B = len(batch.recordings)
@@ -81,7 +91,8 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
                  restarted=restarted, state={safe_name(n): a for n, a in state_arrays.items()})
     t3 = time.perf_counter()
     ops = net.last_ops
-    return {
+    scored = _score(batch, y, scoring) if scoring is not None else {}
+    return {**scored,
         "worker": get_worker().address,  # the chain's next block asks for this worker (pipeline.batch.chains.stream_chains)
         "group": group, "block": k, "recordings": B, "steps": len(batch.steps),
         "valid_steps": int(valid.sum()), "read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2,
@@ -90,7 +101,41 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int) -> dict:
         "ops": {k: int(v) for k, v in ops._asdict().items()},
         "spikes": float(spikes.sum()), "quarantined": [int(r) for r in batch.recordings[batch.quarantined]],
         "problems": [str(p) for p in batch.problems][:5], "restarted": int(restarted.sum()),
+        "stale": batch.stale_counts(),
     }
+
+
+def _score(batch, y: np.ndarray, scoring: dict) -> dict:
+    """This region's evaluation parts (and baseline parts) on its valid, finite-target steps."""
+    from pipeline.core.baselines import baseline_parts
+    from pipeline.core.metrics import EvalParts
+
+    if batch.targets is None:
+        return {}
+    use = np.asarray(batch.valid, bool) & ~batch.quarantined[:, None] & np.isfinite(batch.targets).all(axis=-1)
+    score = np.asarray(scoring["score"], bool)
+    out = {"eval": EvalParts.of(y, batch.targets, use & score[:, None]).to_dict()}
+    if scoring.get("baseline"):
+        out["baseline"] = baseline_parts(batch, np.asarray(scoring["labels"]), score, use)
+    return out
+
+
+def score_done_region(store: str, out: str, recordings: tuple[int, int], steps: tuple[int, int],
+                      score: np.ndarray) -> dict:
+    """Evaluation parts of a region a resumed run does not execute again: its ``y`` and
+    ``valid`` from the output store, the targets from the input store (small reads)."""
+    import zarr
+
+    from pipeline.core.metrics import EvalParts
+    from pipeline.data import open_reader
+
+    rs, ss = slice(*recordings), slice(*steps)
+    g = zarr.open_group(out, mode="r")
+    y, valid = np.asarray(g["y"][rs, ss]), np.asarray(g["valid"][rs, ss], bool)
+    targets, _ = open_reader(store).read("targets", rs, slice(ss.start, ss.start + y.shape[1]))
+    targets = np.asarray(targets, np.float32)
+    use = valid & np.isfinite(targets).all(axis=-1) & np.asarray(score, bool)[:, None]
+    return {"eval": EvalParts.of(y, targets, use).to_dict()}
 
 
 def safe_name(name: str) -> str:

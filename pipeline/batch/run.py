@@ -18,20 +18,21 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.data.fingerprint import input_fingerprint
 
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def fingerprints(cfg: Config, store: Path, weights_sha: str) -> dict[str, str]:
-    """What the outputs depend on: config that changes numbers, weights, input store."""
+def fingerprints(cfg: Config, store: Path, weights_digest: str, backend: str) -> dict[str, str]:
+    """What the outputs depend on: config that changes numbers, the weights' content, the
+    input data and the backend the workers resolve (``auto`` is never compared as a name)."""
     d = cfg.data
     config = {"data": [d.imu_window, d.recordings_per_batch, d.steps_per_block, d.policy, d.model_rate_hz],
-              "model": dataclasses.asdict(cfg.model), "backend": cfg.backend.name}
-    meta = {p.relative_to(store).as_posix(): p.read_bytes().decode()
-            for p in sorted(store.rglob("zarr.json"))}
-    return {"config": _digest(config), "weights": weights_sha[:16], "input": _digest(meta)}
+              "model": dataclasses.asdict(cfg.model)}
+    return {"config": _digest(config), "weights": weights_digest[:16], "input": input_fingerprint(store),
+            "backend": backend}
 
 
 def size_groups(rpb: int, chunk: int, n_recordings: int, workers: int) -> int:
@@ -68,57 +69,79 @@ def run(cfg: Config) -> dict:
     """Run the batch pipeline; returns the summary dict (also logged to MLflow)."""
     from pipeline.batch import outputs
     from pipeline.batch.chains import stream_chains
-    from pipeline.batch.region import BATCH_READER_CACHE, run_region, state_specs
+    from pipeline.batch.region import run_region, score_done_region, state_specs
     from pipeline.batch.summary import RunStats, log_run, print_summary
+    from pipeline.core import baselines
     from pipeline.core.experiment import cluster_session, prepare, run_name, tracked
-    from pipeline.core.network import sha256_file
     from pipeline.core.pool import PoolSampler
+    from pipeline.core.splits import assign_splits, split_members, split_record
+    from pipeline.core.tracking import git_commit
     from pipeline.data import MicroBatch
+    from pipeline.data.reader import SEQUENTIAL_CACHE_BYTES
 
     name = run_name(cfg, "run")
     out_dir = Path(cfg.paths.output_dir)
     out_path = out_dir / f"{name}.zarr"
-    exp = prepare(cfg, "run", name, out_dir / f"{name}.weights.npz")
+    exp = prepare(cfg, "run", name)
     store, reader, net = exp.store, exp.reader, exp.net
-    store_rate = reader.model_rate_hz
-    if abs(store_rate - cfg.data.model_rate_hz) > 1e-9:
+    # Every check first: nothing (weights, output store, MLflow run) is written before they pass.
+    if abs(reader.model_rate_hz - cfg.data.model_rate_hz) > 1e-9:
         raise ValueError(f"data.model_rate_hz={cfg.data.model_rate_hz} but the store's targets are on a "
-                         f"{store_rate} Hz clock (attrs targets_rate_hz); set data.model_rate_hz={store_rate}")
-    weights_sha = sha256_file(exp.weights_path)
+                         f"{reader.model_rate_hz} Hz clock (attrs targets_rate_hz); set "
+                         f"data.model_rate_hz={reader.model_rate_hz}")
+    if not cfg.resume and out_path.exists():
+        raise FileExistsError(f"{out_path} exists: pick another tracking.run_name, or resume={name}")
     pool_max = exp.max_workers
     if cfg.resume and (out_path / "zarr.json").exists():
         rpb = outputs.stored_layout(out_path)["recordings_per_group"]  # the interrupted run's grid
     else:
-        rpb = size_groups(cfg.data.recordings_per_batch, reader.recording_chunk,
-                          reader.n_recordings, pool_max)
+        rpb = size_groups(cfg.data.recordings_per_batch, reader.recording_chunk, reader.n_recordings, pool_max)
     if rpb != cfg.data.recordings_per_batch:
         print(f"data.recordings_per_batch={cfg.data.recordings_per_batch} -> {rpb}: at least two recording "
               f"groups per worker ({pool_max}) keep every worker busy to the end")
         cfg.data.recordings_per_batch = rpb  # logged and fingerprinted as run
-    prints = fingerprints(cfg, store, weights_sha)
+    prints = fingerprints(cfg, store, exp.weights.digest, exp.backend)
     spb = cfg.data.steps_per_block
     n_steps = int(reader.n_steps.max(initial=0))
     layout = outputs.OutputLayout(reader.n_recordings, n_steps, rpb, spb, net.config.n_outputs,
                                   state_specs(net))
+    commit = git_commit(Path(cfg.paths.root_dir))
+    labels = assign_splits(reader.n_recordings, cfg.eval.fractions, cfg.eval.seed)
+    split = split_record(labels, cfg.eval.fractions, cfg.eval.seed)
+    scored = split_members(labels, cfg.eval.split)
+    has_targets = "targets" in reader.arrays
+    base_path = baselines.cache_path(cfg.paths.output_dir, prints["input"], split["digest"], cfg.eval.split,
+                                     cfg.trainer.lambdas)
     if cfg.resume:
         outputs.check_resumable(out_path, prints)
+        if note := outputs.code_version_note(out_path, commit):
+            print(note)
         done = outputs.done_regions(out_path)
+        for (g, k), why in sorted(outputs.verify_done(out_path, done).items()):
+            print(f"resume: region g{g} b{k} is marked done but {why}: running it again")
+            done[g, k] = False
+        exp.weights.commit()
     else:
-        if out_path.exists():
-            raise FileExistsError(f"{out_path} exists: pick another tracking.run_name, or resume={name}")
+        exp.weights.commit()
         outputs.create(out_path, layout, step_ns=(np.arange(n_steps) + 1) * reader.step_ns,
                        recording_ids=np.arange(reader.n_recordings), fingerprints=prints,
                        # Deterministic: no run name or output path, so a rerun or resumed run
                        # of the same config is identical (the weights path is in MLflow).
-                       attrs={"input_store": str(store), "weights_sha256": weights_sha})
+                       attrs={"input_store": str(store), "weights_digest": exp.weights.digest,
+                              "code_version": commit, "split": json.dumps(split, sort_keys=True)})
         done = np.zeros((layout.n_groups, layout.n_blocks), bool)
+    # Baselines are computed (once per store, split and penalty grid) from the regions a
+    # complete run reads anyway; a resumed run uses the cached figures or goes without.
+    cached = baselines.load_cached(base_path) if has_targets and cfg.eval.baselines else None
+    want_baseline = has_targets and cfg.eval.baselines and cached is None and not done.any()
     chains = []
     for g in range(layout.n_groups):
         rs = layout.recordings(g)
+        scoring = {"score": scored[rs], "labels": labels[rs], "baseline": want_baseline} if has_targets else None
         chains.append([
             (f"region-{name}-g{g}-b{k}",
              (MicroBatch(str(store), (rs.start, rs.stop), (k * spb, (k + 1) * spb), k), str(out_path),
-              cfg.data.policy, cfg.data.imu_window, g))
+              cfg.data.policy, cfg.data.imu_window, g, scoring, cfg.data.max_age))
             for k in range(layout.n_blocks) if not done[g, k]
         ])
     n_todo = sum(map(len, chains))
@@ -126,7 +149,7 @@ def run(cfg: Config) -> dict:
     stats = RunStats(n_regions=n_todo, n_regions_total=int(done.size), resumed_done=int(done.sum()))
     with tracked(exp, {"output_store": str(out_path)}) as tracker:
         with cluster_session(exp, tracker, shared_paths=[store.parent, out_dir],
-                             reader_cache_bytes=BATCH_READER_CACHE) as session:
+                             reader_cache_bytes=SEQUENTIAL_CACHE_BYTES) as session:
             print(f"{n_todo} of {done.size} regions to run")
             sampler = PoolSampler(session.client, session.clock, session.scale_log)
             sampler.sample(force=True)
@@ -138,9 +161,38 @@ def run(cfg: Config) -> dict:
                 stats.add(c, t_start)
                 progress.update(stats.sequences)
             stats.wall_s = time.perf_counter() - t_start
+            if has_targets and done.any():  # regions done before: scored from their stored outputs
+                futs = [session.client.submit(score_done_region, str(store), str(out_path),
+                                              (layout.recordings(g).start, layout.recordings(g).stop),
+                                              (layout.steps(k).start, layout.steps(k).stop),
+                                              scored[layout.recordings(g)], pure=False)
+                        for g, k in np.argwhere(done).tolist()]
+                for r in session.client.gather(futs):
+                    stats.add_scores(r)
             sampler.sample(force=True)
             stats.worker_samples = sorted(session.scale_log.samples)
             stats.scale_events = list(session.scale_log.events)
-        summary = log_run(tracker, cfg, stats, net, exp.weights_path, out_path)
+        evaluation = _evaluation(cfg, stats, exp, int(scored.sum()), has_targets, cached, want_baseline, base_path)
+        summary = log_run(tracker, cfg, stats, net, exp.weights_path, out_path, evaluation)
         print_summary(summary, tracker, cfg.tracking.uri)
     return summary
+
+
+def _evaluation(cfg: Config, stats, exp, n_scored: int, has_targets: bool, cached: dict | None,
+                computed: bool, cache_file: Path):
+    """The run's :class:`pipeline.core.evaluation.Evaluation` (baselines cached when computed)."""
+    from kernels.weights import network_info
+    from pipeline.core import baselines
+    from pipeline.core.evaluation import Evaluation
+
+    trained = bool(network_info(exp.weights_path).get("trainer"))
+    if not has_targets:
+        return Evaluation(cfg.eval.split, n_scored, trained, skipped=f"{exp.store} holds no targets")
+    figures = cached
+    if computed and stats.baseline.sums:
+        figures = stats.baseline.figures(cfg.trainer.lambdas)
+        baselines.save_cached(cache_file, figures)
+    if figures is None and cfg.eval.baselines:
+        print("baselines: not cached for this store and split, and a resumed run does not read every region: "
+              "a complete run computes them")
+    return Evaluation(cfg.eval.split, n_scored, trained, stats.evaluation.metrics(), figures or {})

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from kernels.params import OpCounts
+from pipeline.core.baselines import BaselineParts
+from pipeline.core.metrics import EvalParts
 
 SEQ_STEPS = 10
 
@@ -38,9 +40,19 @@ class RunStats:
     quarantined: dict[int, int] = field(default_factory=dict)  # recording -> bad blocks
     problems: list[str] = field(default_factory=list)
     restarted: int = 0
+    stale: dict[str, int] = field(default_factory=lambda: {"camera": 0, "lidar": 0, "imu": 0})
     keys: set[str] = field(default_factory=set)
     worker_samples: list[tuple[float, int]] = field(default_factory=list)
     scale_events: list = field(default_factory=list)
+    evaluation: EvalParts = field(default_factory=EvalParts)
+    baseline: BaselineParts = field(default_factory=BaselineParts)
+
+    def add_scores(self, r: dict) -> None:
+        """Merge a region's evaluation (and baseline) parts."""
+        if "eval" in r:
+            self.evaluation = self.evaluation + EvalParts.from_dict(r["eval"])
+        if "baseline" in r:
+            self.baseline.add(r["baseline"])
 
     @property
     def sequences(self) -> float:
@@ -63,9 +75,12 @@ class RunStats:
         self.ops = self.ops + OpCounts(**r["ops"])
         self.spikes += r["spikes"]
         self.restarted += r["restarted"]
+        for m, n in r.get("stale", {}).items():
+            self.stale[m] = self.stale.get(m, 0) + int(n)
         for rec in r["quarantined"]:
             self.quarantined[rec] = self.quarantined.get(rec, 0) + 1
         self.problems.extend(r["problems"][: max(0, 20 - len(self.problems))])
+        self.add_scores(r)
 
 
 def summarize(stats: RunStats, net) -> dict:
@@ -91,18 +106,21 @@ def summarize(stats: RunStats, net) -> dict:
         "spikes_per_sequence": stats.spikes / max(stats.sequences, 1e-9),
         "quarantined_blocks": int(sum(stats.quarantined.values())),
         "quarantined_recordings": len(stats.quarantined), "restarted_rows": stats.restarted,
+        **{f"stale_steps_{m}": n for m, n in stats.stale.items()},
         **{f"ops_{k}": v for k, v in stats.ops._asdict().items()},
         "model_params": net.n_params, "model_mflop_per_sequence": net.mflop_per_sequence(SEQ_STEPS),
         "scale_events": len(stats.scale_events),
     }
 
 
-def log_run(tracker, cfg, stats: RunStats, net, weights_path: Path, out_path: Path) -> dict:
-    """Metrics in batches, worker count over time as a step series, artifacts."""
+def log_run(tracker, cfg, stats: RunStats, net, weights_path: Path, out_path: Path, evaluation) -> dict:
+    """Metrics in batches, worker count over time as a step series, artifacts;
+    ``evaluation``: a :class:`pipeline.core.evaluation.Evaluation`."""
     from omegaconf import OmegaConf
 
     summary = summarize(stats, net)
-    tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
+    tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)} | evaluation.metrics())
+    tracker.set_tags(evaluation.tags())
     rows = [("workers", float(n), int(round(t * 1000))) for t, n in stats.worker_samples]
     rows += [("region_finished_s", t, i) for i, t in enumerate(sorted(stats.finished_s))]
     tracker.log_series(rows)
@@ -110,9 +128,10 @@ def log_run(tracker, cfg, stats: RunStats, net, weights_path: Path, out_path: Pa
     detail = {**summary, "output_store": str(out_path), "weights": str(weights_path),
               "quarantined_by_recording": {str(k): v for k, v in sorted(stats.quarantined.items())},
               "problems": stats.problems,
-              "scale_events": [dataclasses.asdict(e) for e in stats.scale_events]}
+              "scale_events": [dataclasses.asdict(e) for e in stats.scale_events],
+              "evaluation": dataclasses.asdict(evaluation), "evaluation_table": evaluation.table()}
     tracker.log_artifact_text(json.dumps(detail, indent=2, default=str), "summary.json")
-    tracker.log_artifact_text(summary_table(summary), "summary.md")
+    tracker.log_artifact_text(summary_table(summary) + "\n\n" + evaluation.table() + "\n", "summary.md")
     return detail
 
 
@@ -130,6 +149,8 @@ def summary_table(s: dict) -> str:
         ("idle worker time per region", f"{s['overhead_per_region_ms']:.1f} ms"),
         ("workers (min-max)", f"{s['workers_min']}-{s['workers_max']}"),
         ("quarantined blocks", f"{s['quarantined_blocks']} in {s['quarantined_recordings']} recordings"),
+        ("stale steps camera / LIDAR / IMU", f"{s['stale_steps_camera']} / {s['stale_steps_lidar']} / "
+                                             f"{s['stale_steps_imu']} (older than data.max_age)"),
         ("model", f"{s['model_params']:,} parameters, {s['model_mflop_per_sequence']:.2f} MFLOP/sequence"),
     ]
     w = max(len(k) for k, _ in rows)
@@ -138,5 +159,7 @@ def summary_table(s: dict) -> str:
 
 def print_summary(summary: dict, tracker, uri: str) -> None:
     print(summary_table(summary))
+    print()
+    print(summary["evaluation_table"])
     print(f"outputs: {summary['output_store']}")
     print(f"MLflow: run {tracker.run_id} in experiment {tracker.experiment_id} ({uri}); `make ui` to browse")

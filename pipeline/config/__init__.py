@@ -5,7 +5,8 @@ file there starts with ``defaults: [<schema>]``.  ``__main__`` turns the compose
 config into these dataclasses once (``OmegaConf.to_object``), calls :meth:`Config.validate`
 (which also makes every path absolute), and nothing below it sees a ``DictConfig``.
 One module per idea: ``data`` (paths, data), ``model`` (backend, model), ``cluster``
-(cluster, scaling), ``load`` (load, slo), ``tracking`` (tracking, energy); every schema is
+(cluster, scaling), ``load`` (load, slo), ``tracking`` (tracking, energy), ``eval`` (eval,
+trainer); every schema is
 re-exported here, so ``from pipeline.config import DataConfig`` is the import to use.
 """
 
@@ -18,7 +19,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from pipeline.config.cluster import SCALING_KINDS, ClusterConfig, ScalingConfig
-from pipeline.config.data import DataConfig, PathsConfig, StoreLayout, SyntheticConfig
+from pipeline.config.data import DataConfig, MaxAgeConfig, PathsConfig, StoreLayout, SyntheticConfig
+from pipeline.config.eval import EVAL_SPLITS, EvalConfig, TrainerConfig
 from pipeline.config.load import LOAD_KINDS, LoadConfig, LoadPhase, SloConfig
 from pipeline.config.model import BackendConfig, ModelConfig
 from pipeline.config.tracking import EnergyConfig, TrackingConfig
@@ -31,9 +33,10 @@ if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
 
 __all__ = [
-    "LOAD_KINDS", "PROJECT_ROOT", "SCALING_KINDS", "BackendConfig", "ClusterConfig", "Config", "ConfigError",
-    "DataConfig", "EnergyConfig", "LoadConfig", "LoadPhase", "ModelConfig", "PathsConfig", "ScalingConfig",
-    "SloConfig", "StoreLayout", "SyntheticConfig", "TrackingConfig", "register_configs",
+    "EVAL_SPLITS", "LOAD_KINDS", "PROJECT_ROOT", "SCALING_KINDS", "BackendConfig", "ClusterConfig", "Config",
+    "ConfigError", "DataConfig", "EnergyConfig", "EvalConfig", "LoadConfig", "LoadPhase", "MaxAgeConfig",
+    "ModelConfig", "PathsConfig", "ScalingConfig", "SloConfig", "StoreLayout", "SyntheticConfig",
+    "TrackingConfig", "TrainerConfig", "register_configs",
 ]
 
 
@@ -57,6 +60,8 @@ class Config:
     slo: SloConfig = field(default_factory=SloConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def validate(self, tasks) -> Config:
         no_unknown_keys(self)
@@ -64,7 +69,7 @@ class Config:
         self.paths.validate()
         self.data.validate()
         for group in (self.backend, self.model, self.cluster, self.scaling, self.load, self.slo,
-                      self.energy, self.tracking):
+                      self.energy, self.tracking, self.eval, self.trainer):
             group.validate()
         require(not (self.cluster.kind == "address" and self.scaling.kind != "fixed"), "scaling.kind",
                  "adaptive and predictive scaling need a cluster the client can resize; with "
@@ -80,7 +85,7 @@ def register_configs() -> None:
     for group, node in (("paths", PathsConfig), ("data", DataConfig), ("backend", BackendConfig),
                         ("model", ModelConfig), ("cluster", ClusterConfig), ("scaling", ScalingConfig),
                         ("load", LoadConfig), ("slo", SloConfig), ("energy", EnergyConfig),
-                        ("tracking", TrackingConfig)):
+                        ("tracking", TrackingConfig), ("eval", EvalConfig), ("trainer", TrainerConfig)):
         cs.store(group=group, name=f"{group}_schema", node=node)
 
 

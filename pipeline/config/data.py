@@ -97,6 +97,33 @@ class SyntheticConfig:
 
 
 @dataclass
+class MaxAgeConfig:
+    """Oldest sample still valid input at a model step, per modality (seconds before the step).
+
+    Camera and LIDAR feed the latest frame/scan at or before each step; one older than its
+    maximum age (a sensor outage, or a valid count shorter than the recording) is stale:
+    the step gets ``*_valid`` False and zero input, and the read counts it
+    (``AlignedBatch.stale_steps``).  IMU windows only ever hold the step's own samples, so
+    an IMU step is counted stale (its samples stay valid) when the newest IMU sample at or
+    before it is older than ``imu_s``.  ``None``: ``periods`` periods of the store's
+    nominal rate attr (``camera_rate_hz`` ...); ``inf`` (``.inf`` in YAML) turns it off.
+    """
+
+    periods: float = 3.0
+    camera_s: float | None = None
+    lidar_s: float | None = None
+    imu_s: float | None = None
+
+    def validate(self, prefix: str = "data.max_age") -> None:
+        require(self.periods >= 1, f"{prefix}.periods", "must be >= 1 (one period is the normal sample age)",
+                self.periods)
+        for key in ("camera_s", "lidar_s", "imu_s"):
+            v = getattr(self, key)
+            require(v is None or v > 0, f"{prefix}.{key}", "must be > 0 seconds, inf (no limit) or null "
+                    f"({self.periods:g} nominal periods)", v)
+
+
+@dataclass
 class DataConfig:
     """Recording store: where it is, how it is generated, read and validated.
 
@@ -116,6 +143,7 @@ class DataConfig:
     policy: str = "fail"  # fail | quarantine
     overwrite: bool = False
     workers: int = 0  # generation processes; 0 = all cores
+    max_age: MaxAgeConfig = field(default_factory=MaxAgeConfig)  # stale camera/LIDAR/IMU samples
     layout: StoreLayout = field(default_factory=StoreLayout)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -133,5 +161,6 @@ class DataConfig:
         require(self.steps_per_block > 0, "data.steps_per_block", "must be > 0", self.steps_per_block)
         require(self.policy in ("fail", "quarantine"), "data.policy", "must be fail or quarantine", self.policy)
         require(self.workers >= 0, "data.workers", "must be >= 0", self.workers)
+        self.max_age.validate()
         self.layout.validate()
         self.synthetic.validate()

@@ -3,8 +3,9 @@
 An application asks for three things, in order, and adds only what is its own:
 
 1. :func:`prepare` -- the input store (the synthetic demo store is generated when
-   missing), its reader, the run's name, the network and the weights file every worker
-   loads, and the pool size;
+   missing), its reader, the network, the weights file every worker loads (written only
+   by ``exp.weights.commit()``, once the application's own checks have passed), the
+   backend the workers will resolve, and the pool size;
 2. :func:`tracked` -- the MLflow run (one per Hydra job; only this driver process writes
    to MLflow) with the tags every run carries and the whole config as params;
 3. :func:`cluster_session` -- the Dask cluster with the worker set-up plugin registered,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, ScalingConfig
-from pipeline.core.cluster import default_workers, open_client
-from pipeline.core.network import Geometry, prepare_weights
+from pipeline.core.cluster import ClusterError, default_workers, open_client
+from pipeline.core.network import Geometry, Weights, prepare_weights
 from pipeline.core.pool import ScaleLog
 from pipeline.core.scaling import attach_scaling
 from pipeline.core.tracking import Tracker, flatten, git_commit, package_versions, tracked_run
@@ -46,8 +48,10 @@ def ensure_store(cfg: Config) -> Path:
 
 
 def run_name(cfg: Config, prefix: str) -> str:
-    """``resume`` or ``tracking.run_name`` when given, else ``<prefix>-<local time>``."""
-    return cfg.resume or cfg.tracking.run_name or time.strftime(f"{prefix}-%Y%m%d-%H%M%S")
+    """``resume`` or ``tracking.run_name`` when given, else ``<prefix>-<local time>-<4 hex>``:
+    two runs started in the same second (a sweep, two terminals) never share a name."""
+    return (cfg.resume or cfg.tracking.run_name
+            or f"{time.strftime(f'{prefix}-%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
 
 
 @dataclass
@@ -59,9 +63,18 @@ class Experiment:
     name: str
     store: Path
     reader: StoreReader
-    weights_path: Path
-    net: Any  # kernels.network.FusionNetwork on NumPy (the driver's copy)
+    weights: Weights  # written by ``weights.commit()`` once the application's checks passed
     scaling: ScalingConfig  # with ``n_workers`` resolved
+    backend: str  # what ``backend.name`` resolves to here: numpy | cupy
+
+    @property
+    def weights_path(self) -> Path:
+        return self.weights.path
+
+    @property
+    def net(self):
+        """The network on NumPy (the driver's copy; workers load ``weights_path``)."""
+        return self.weights.net
 
     @property
     def adaptive(self) -> bool:
@@ -76,14 +89,23 @@ class Experiment:
         return max(self.scaling.n_workers, self.scaling.maximum if self.adaptive else 0)
 
 
-def prepare(cfg: Config, task: str, name: str, weights_file: Path) -> Experiment:
-    """Store, reader, network and pool size; the seeded weights go to ``weights_file``."""
+def prepare(cfg: Config, task: str, name: str) -> Experiment:
+    """Store, reader, network and pool size.  Writes nothing but the demo store when it is
+    missing: seeded weights go to ``<output_dir>/weights/`` on ``exp.weights.commit()``."""
     store = ensure_store(cfg)
     reader = open_reader(store)
-    weights_path, net = prepare_weights(cfg.model, Geometry.of_store(reader, cfg.data.imu_window), weights_file)
+    weights = prepare_weights(cfg.model, Geometry.of_store(reader, cfg.data.imu_window),
+                              Path(cfg.paths.output_dir) / "weights")
     n_workers = cfg.scaling.n_workers or default_workers(cfg.backend.name)
-    return Experiment(cfg, task, name, store, reader, weights_path, net,
-                      dataclasses.replace(cfg.scaling, n_workers=n_workers))
+    return Experiment(cfg, task, name, store, reader, weights, dataclasses.replace(cfg.scaling, n_workers=n_workers),
+                      resolved_backend(cfg.backend.name))
+
+
+def resolved_backend(name: str) -> str:
+    """The backend ``name`` resolves to on this machine (``auto``: CuPy with a GPU)."""
+    from kernels.backend import cuda_probe
+
+    return name if name != "auto" else ("cupy" if cuda_probe()[0] else "numpy")
 
 
 @contextlib.contextmanager
@@ -123,6 +145,8 @@ def cluster_session(exp: Experiment, tracker: Tracker, *, shared_paths: list[Pat
     (``plugin``: its extra arguments), wait for ``wait_for`` workers, start the clock and
     attach the scaling policy.  Tags what the workers resolved."""
     cfg = exp.cfg
+    if exp.weights.pending:
+        raise RuntimeError("cluster_session before exp.weights.commit(): the workers would find no weights file")
     with open_client(cfg.cluster, n_workers=exp.initial_workers, shared_paths=shared_paths,
                      adaptive=exp.adaptive) as (client, cluster):
         client.register_plugin(NetworkSetup(cfg.backend.name, str(exp.weights_path), cfg.backend.threads,
@@ -131,6 +155,11 @@ def cluster_session(exp: Experiment, tracker: Tracker, *, shared_paths: list[Pat
         client.wait_for_workers(wait_for, timeout=120)
         infos = client.run(worker_info)
         first = next(iter(infos.values()))
+        resolved = {w: i["backend"] for w, i in infos.items()}
+        if set(resolved.values()) != {exp.backend}:
+            # Outputs (and resume fingerprints) depend on the backend: never mix them silently.
+            raise ClusterError(f"backend={cfg.backend.name} resolves to {exp.backend} here but the workers "
+                               f"resolved {sorted(set(resolved.values()))} ({resolved}); set backend= explicitly")
         setup_s = max(i["setup_s"] for i in infos.values())
         tracker.set_tags({"backend": first["backend"], "device": first["device"],
                           "backend.reason": first["reason"], "workers.initial": len(infos),

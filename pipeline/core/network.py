@@ -2,14 +2,18 @@
 
 The run's weights always live in a file that every worker loads itself (the worker
 plugin), so they are never shipped with tasks: either the user's ``model.weights`` or,
-for a seeded init, ``<output_dir>/<run>.weights.npz`` written once by the driver.
+for a seeded init, ``<output_dir>/weights/<content digest>.npz``, written by the driver
+once the run's checks have passed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.config import ModelConfig
 
@@ -50,20 +54,61 @@ def fusion_config(model: ModelConfig, geometry: Geometry):
     )
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+def weights_digest(net) -> str:
+    """SHA-256 of what the network computes with: its config and every named array (name,
+    dtype, shape, bytes).  Independent of the file format and of zip timestamps."""
+    h = hashlib.sha256(net.config.to_json().encode())
+    for name, a in sorted(net.named_arrays().items()):
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
     return h.hexdigest()
 
 
-def prepare_weights(model: ModelConfig, geometry: Geometry, out_file: Path):
-    """Return ``(weights_path, network on NumPy)`` for this run.
+class WeightsError(ValueError):
+    """A weights file does not hold the weights its name or the run's config says."""
 
-    A user file is loaded and checked against the store's geometry; otherwise the seeded
-    init is written to ``out_file`` (unchanged if it already holds the same weights, so a
-    resumed run keeps its fingerprint).
+
+@dataclass
+class Weights:
+    """The run's network and the file every worker loads it from.
+
+    Seeded weights are content-addressed, ``<weights_dir>/<digest[:16]>.npz``, and written
+    only by :meth:`commit` (after every check of the run has passed), so a run name reused
+    with another seed or model never picks up a file another config wrote."""
+
+    path: Path
+    digest: str
+    net: object  # kernels.network.FusionNetwork on NumPy
+    pending: bool  # seeded and not yet on disk
+
+    def commit(self) -> Path:
+        """Write a pending file (atomically), or verify the one already there; returns the path."""
+        from kernels import get_backend
+        from kernels.network import FusionNetwork
+
+        if self.pending:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")
+                self.net.save(tmp)
+                os.replace(tmp, self.path)
+            self.pending = False
+        loaded = FusionNetwork.load(self.path, get_backend("numpy"))
+        if weights_digest(loaded) != self.digest:
+            raise WeightsError(f"{self.path} does not hold the weights this run expects (content digest "
+                               f"{weights_digest(loaded)[:16]}, expected {self.digest[:16]}): it was changed "
+                               "after it was written; delete it to have it written again")
+        self.net = loaded
+        return self.path
+
+
+def prepare_weights(model: ModelConfig, geometry: Geometry, weights_dir: Path) -> Weights:
+    """The run's :class:`Weights`; nothing is written here.
+
+    A user file (``model.weights``) is loaded and checked against the store's geometry;
+    otherwise the seeded init is built in memory, named by its content digest under
+    ``weights_dir`` and written by :meth:`Weights.commit`.
     """
     from kernels import get_backend
     from kernels.network import FusionNetwork
@@ -78,9 +123,7 @@ def prepare_weights(model: ModelConfig, geometry: Geometry, out_file: Path):
                 f"{c.imu_per_step} IMU samples per step; the store has camera {geometry.camera}, "
                 f"{geometry.beams} beams and data.imu_window={geometry.imu_per_step}"
             )
-        return Path(model.weights), net
+        return Weights(Path(model.weights), weights_digest(net), net, pending=False)
     net = FusionNetwork.init(fusion_config(model, geometry), backend)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    if not out_file.exists():
-        net.save(out_file)
-    return out_file, FusionNetwork.load(out_file, backend)
+    digest = weights_digest(net)
+    return Weights(Path(weights_dir) / f"{digest[:16]}.npz", digest, net, pending=True)

@@ -94,7 +94,8 @@ def _warm_reads(net, store: str, warm: dict) -> None:
     from pipeline.data import read_windows
 
     batch = read_windows(store, np.asarray(warm["recordings"], np.int64), np.asarray(warm["starts"], np.int64),
-                         int(warm["steps"]), warm["policy"], imu_window=int(warm["imu_window"]))
+                         int(warm["steps"]), warm["policy"], imu_window=int(warm["imu_window"]),
+                         max_age=warm.get("max_age"))
     net.forward(batch.camera, batch.lidar, batch.imu, None, camera_valid=batch.camera_valid,
                 lidar_valid=batch.lidar_valid, imu_valid=batch.imu_valid)
     net.backend.synchronize()

@@ -17,8 +17,10 @@ import numpy as np
 
 from pipeline.data.errors import SensorDataError
 from pipeline.data.reader import open_reader
+from pipeline.data.schema import MODALITIES
 
 POLICIES = ("fail", "quarantine")
+STALE_COLUMNS = tuple(MODALITIES)  # columns of AlignedBatch.stale_steps: camera, lidar, imu
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +47,11 @@ class AlignedBatch:
     modality's first sample; targets (B, T, 3) float32 (speed m/s, yaw rate rad/s,
     obstacle-ahead 0/1); valid (B, T) False past a recording's end and on quarantined rows;
     quarantined (B,) this block was masked; restart (B,) start this block from zero state
-    (a previous block was quarantined); problems: the errors found under quarantine.
+    (a previous block was quarantined); stale_steps (B, 3) int32, per row and modality
+    (:data:`STALE_COLUMNS`: camera, lidar, imu), the valid steps whose latest sample was
+    older than the maximum age (camera/LIDAR: fed as invalid, zero input; IMU: counted
+    only, its window holds the step's own samples); problems: the errors found under
+    quarantine.
     """
 
     recordings: np.ndarray
@@ -60,11 +66,16 @@ class AlignedBatch:
     valid: np.ndarray
     quarantined: np.ndarray
     restart: np.ndarray
+    stale_steps: np.ndarray
     problems: tuple[SensorDataError, ...] = field(default=())
 
     def carry_restart(self) -> np.ndarray:
         """(B,) ``needs_restart`` to pass to the same recordings' next block."""
         return self.quarantined.copy()
+
+    def stale_counts(self) -> dict[str, int]:
+        """Stale steps per modality over the whole batch (``{"camera": n, "lidar": n, "imu": n}``)."""
+        return dict(zip(STALE_COLUMNS, self.stale_steps.sum(axis=0).tolist(), strict=True))
 
 
 def plan_batches(store_path: str, recordings_per_batch: int, steps_per_block: int) -> list[MicroBatch]:

@@ -18,6 +18,7 @@ import xarray as xr
 from pipeline.config import StoreLayout
 from pipeline.data.schema import MODALITIES, PAD_TIME, SCHEMA_VERSION, VARIABLES, var_attrs
 from pipeline.data.store import plan_encoding
+from pipeline.data.store_path import prepare_path
 
 
 @dataclass
@@ -66,12 +67,18 @@ def to_dataset(recordings: list[Recording], *, camera_rate_hz: float, lidar_rate
     return xr.Dataset({n: (VARIABLES[n].dims, a, var_attrs(n)) for n, a in data.items()}, attrs=ds_attrs)
 
 
-def write_dataset(ds: xr.Dataset, path: str | Path, layout: StoreLayout | None = None, overwrite: bool = False) -> None:
-    """Write a schema Dataset as a zarr v3 store with the standard chunks and shards."""
+def write_dataset(ds: xr.Dataset, path: str | Path, layout: StoreLayout | None = None, overwrite: bool = False,
+                  checksums: bool = True) -> None:
+    """Write a schema Dataset as a zarr v3 store with the standard chunks and shards.
+
+    Every chunk carries a crc32c checksum (``checksums=False``: none, as before checksums).
+    ``overwrite`` replaces an existing neuroliquid store only; anything else at ``path``
+    is refused (:func:`pipeline.data.store_path.prepare_path`)."""
     layout = layout or StoreLayout()
     rates = {"frame": ds.attrs["camera_rate_hz"], "scan": ds.attrs["lidar_rate_hz"],
              "sample": ds.attrs["imu_rate_hz"], "step": ds.attrs["targets_rate_hz"]}
     sizes = dict(ds.sizes) | {d: 3 for d in ("pose_axis",) if d not in ds.sizes}
-    enc = {n: e for n, e in plan_encoding(sizes, rates, layout).items() if n in ds.variables}
-    ds.to_zarr(str(path), mode="w" if overwrite else "w-", encoding=enc, zarr_format=3, consolidated=False,
+    enc = {n: e for n, e in plan_encoding(sizes, rates, layout, checksums).items() if n in ds.variables}
+    prepare_path(path, overwrite)
+    ds.to_zarr(str(path), mode="w-", encoding=enc, zarr_format=3, consolidated=False,
                write_empty_chunks=True)

@@ -117,11 +117,14 @@ def generate_group(cfg: DataConfig, r0: int, r1: int) -> int:
     return written
 
 
-def generate_store(cfg: DataConfig, progress: bool = True) -> dict:
+def generate_store(cfg: DataConfig, progress: bool = True, checksums: bool = True) -> dict:
     """Write the synthetic store ``cfg.path``; returns a summary (bytes, seconds, MB/s).
 
     Groups run in parallel in ``cfg.workers`` processes (0: all cores) with a Dask
-    progress bar; one group runs in-process.
+    progress bar; one group runs in-process.  ``cfg.overwrite`` replaces only an existing
+    neuroliquid store (:func:`pipeline.data.store_path.prepare_path`).  Every chunk carries a
+    crc32c checksum; ``checksums=False`` writes the encoding from before checksums (tests,
+    cost measurements).
     """
     import time
 
@@ -130,7 +133,7 @@ def generate_store(cfg: DataConfig, progress: bool = True) -> dict:
 
     t0 = time.perf_counter()
     sizes, rates = store_sizes(cfg)
-    enc = plan_encoding(sizes, rates, cfg.layout)
+    enc = plan_encoding(sizes, rates, cfg.layout, checksums)
     create_store(cfg.path, sizes, store_attrs(cfg), enc, overwrite=cfg.overwrite)
     step = enc["t_start"]["chunks"][0]
     groups = [(r, min(r + step, cfg.recordings)) for r in range(0, cfg.recordings, step)]

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.data.errors import SensorDataError
 from pipeline.data.reader import StoreReader, zarr_read_config
 from pipeline.data.schema import MODALITIES, VARIABLES
-from pipeline.data.store import chunk_problems
+from pipeline.data.store import chunk_problems, read_failure
 from pipeline.data.validate import nonfinite
 from pipeline.data.zarr_io import get_many
 
@@ -32,7 +32,7 @@ class ShardPool:
     ``lut[g * n_ts + j]`` (-1: not held); slot ``cap`` stays all zeros, the source of every
     sample a read does not use (:meth:`flat_index`).  ``bad (cap, RG, TS // TC)`` marks
     missing or unreadable inner chunks, whose values are the variable's fill value;
-    ``problems[slot]`` lists them as ``(kind, rows, span)`` for error messages.  For float
+    ``problems[slot]`` lists them as ``(kind, rows, span[, why])`` for error messages.  For float
     variables ``nonfinite`` (one entry per row of ``flat``) marks the samples holding NaN or
     Inf, found once when a shard is loaded, so reads check the samples they use by lookup.
     """
@@ -129,9 +129,12 @@ class ShardPool:
                 try:
                     self.data[slot, rs.start - rows.start: rs.stop - rows.start,
                               ts.start - span.start: ts.stop - span.start] = np.asarray(self.arr[rs, ts])
-                except Exception:  # corrupt chunk bytes the shard index did not reveal
-                    found.append(("unreadable-chunk", rs, ts))
-        for _, rs, ts in found:
+                except Exception as exc:  # corrupt chunk bytes the shard index did not reveal
+                    why = read_failure(exc)
+                    if why is None:  # not a storage fault: a bug must not pass as bad data
+                        raise
+                    found.append(("unreadable-chunk", rs, ts, why))
+        for _, rs, ts, *_ in found:
             a, b = max(rs.start, rows.start) - rows.start, min(rs.stop, rows.stop) - rows.start
             c, d = (max(ts.start, span.start) - span.start) // self.TC, -(-(min(ts.stop, span.stop) - span.start)
                                                                          // self.TC)
@@ -144,9 +147,9 @@ class ShardPool:
         """The reader's error for the bad inner chunk under (slot, row, t)."""
         rows, span = self.region(self.keys[slot])
         r, i = rows.start + row, span.start + t
-        for kind, rs, ts in self.problems.get(slot, []):
+        for kind, rs, ts, *why in self.problems.get(slot, []):
             if rs.start <= r < rs.stop and ts.start <= i < ts.stop:
-                return self.reader.chunk_error(kind, self.name, rs, ts)
+                return self.reader.chunk_error(kind, self.name, rs, ts, *why)
         return self.reader.chunk_error("missing-chunk", self.name, slice(r, r + 1), slice(i, i + 1))
 
 
@@ -168,9 +171,8 @@ class PoolState:
             arr = rd.arrays[m.time]
             size = (arr.shards or arr.chunks)[0]
             if arr.nbytes <= rd.cache_bytes // 16:
-                index, _ = rd.timestamps(name, slice(0, rd.n_recordings), True)
-                if int(index.width) * rd.n_recordings < 2**62:  # RowIndex keeps rows apart in one int64 range
-                    size = rd.n_recordings
+                rd.timestamps(name, slice(0, rd.n_recordings), True)  # built here, at a worker's set-up
+                size = rd.n_recordings  # any clocks: RowIndex packs each row on its own t_start
             self.group[name] = size
 
 
@@ -210,6 +212,8 @@ def load_shards(rd: StoreReader, todo: dict[str, list[tuple[int, int]]]) -> None
         got = get_many(((p.arr, (rows, span)) for p, _, _, rows, span in fetch), return_exceptions=True)
     for (pool, key, slot, _, _), values in zip(fetch, got, strict=True):
         if isinstance(values, Exception):
-            pool.load_chunkwise(key, slot, [])
+            if read_failure(values) is None:
+                raise values
+            pool.load_chunkwise(key, slot, [])  # finds the bad inner chunks and why
         else:
             pool.store(slot, np.asarray(values))

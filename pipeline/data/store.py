@@ -4,6 +4,11 @@ Inputs are chunked along recordings and time inside shards (``pipeline.config.St
 and written with empty chunks kept, so every chunk of a complete store exists; a
 missing shard file or inner chunk is therefore an error, never silently fill values.
 All region writes cover whole shards, so parallel writers never share a file.
+Every chunk carries a crc32c checksum (zarr v3's ``crc32c`` codec, last in each chunk's
+codec pipeline), so changed bytes fail the read (:func:`read_failure`) instead of
+decoding to wrong values; stores written without checksums still read.
+
+``data.overwrite`` replaces only a neuroliquid store (:mod:`pipeline.data.store_path`).
 """
 
 from __future__ import annotations
@@ -19,24 +24,38 @@ import zarr
 from pipeline.config import StoreLayout
 from pipeline.data.errors import SchemaError
 from pipeline.data.schema import VARIABLES, var_attrs
+from pipeline.data.store_path import prepare_path
 
 _MAX_U64 = np.iinfo(np.uint64).max
 _OPEN = dict(decode_times=False, decode_timedelta=False, mask_and_scale=False, consolidated=False)
 
 
-def _compressors(name: str):
+def _compressors(name: str, checksums: bool = True) -> list:
+    """The bytes-to-bytes codecs of one chunk: the compressor, then the crc32c checksum
+    (inside the sharding codec when the array is sharded: one checksum per inner chunk)."""
+    out = []
     if name == "lz4":
-        return [zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")]
-    if name == "zstd":
-        return [zarr.codecs.ZstdCodec(level=1)]
-    return None
+        out.append(zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"))
+    elif name == "zstd":
+        out.append(zarr.codecs.ZstdCodec(level=1))
+    return out + [zarr.codecs.Crc32cCodec()] if checksums else out
 
 
-def plan_encoding(sizes: dict[str, int], rates: dict[str, float], layout: StoreLayout) -> dict[str, dict]:
+def has_checksums(arr: zarr.Array) -> bool:
+    """Whether ``arr``'s chunks (inner chunks when sharded) carry a crc32c checksum."""
+    codecs = arr.metadata.codecs
+    inner = getattr(codecs[0], "codecs", codecs) if codecs else ()
+    return any(isinstance(c, zarr.codecs.Crc32cCodec) for c in inner)
+
+
+def plan_encoding(sizes: dict[str, int], rates: dict[str, float], layout: StoreLayout,
+                  checksums: bool = True) -> dict[str, dict]:
     """Per-variable zarr encoding (inner ``chunks``, ``shards``, codecs, fill value).
 
     ``sizes`` maps dims to lengths; ``rates`` maps time dims (frame, scan, sample, step)
     to their nominal rate in Hz, so one chunk spans ``layout.chunk_seconds`` of each.
+    ``checksums=False`` writes chunks without crc32c (the encoding before checksums; for
+    tests and cost measurements).
     """
     n_rec = sizes["recording"]
     cr = min(layout.chunk_recordings, n_rec)
@@ -51,13 +70,40 @@ def plan_encoding(sizes: dict[str, int], rates: dict[str, float], layout: StoreL
             tc = max(1, min(round(layout.chunk_seconds * rates[tdim]), sizes[tdim]))
             ts = min(tc * per_shard, tc * math.ceil(sizes[tdim] / tc))
             chunks, shards = (cr, tc) + rest, (sr, ts) + rest
-        enc[name] = {"chunks": chunks, "shards": shards, "compressors": _compressors(layout.compressor),
+        enc[name] = {"chunks": chunks, "shards": shards, "compressors": _compressors(layout.compressor, checksums),
                      "fill_value": spec.fill}
     return enc
 
 
+_DECODE_MODULES = ("zarr.codecs.", "zarr.core.buffer", "numcodecs.")
+
+
+def read_failure(exc: BaseException) -> str | None:
+    """What a failed chunk read says about the stored bytes, or None when ``exc`` is not a
+    storage fault (a bug, a bad selection: let it raise).
+
+    Storage faults: a crc32c mismatch (the bytes changed after they were written), any
+    error raised inside a codec or while shaping decoded bytes (corrupt or truncated
+    chunk), and I/O errors.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    if isinstance(exc, OSError):
+        return f"I/O error: {type(exc).__name__}: {exc}"
+    if not (isinstance(exc, ValueError | RuntimeError) and where.startswith(_DECODE_MODULES)):
+        return None
+    if "checksum" in str(exc).lower():  # zarr.codecs.crc32c_ (3.1): "Stored and computed checksum do not match"
+        return (f"checksum mismatch{' (crc32c)' if 'crc32c' in where else ''}: "
+                "the chunk's bytes changed after they were written")
+    return f"cannot decode the chunk: {type(exc).__name__}: {exc}"
+
+
 def create_store(path: str | Path, sizes: dict[str, int], attrs: dict, encoding: dict, overwrite: bool) -> None:
-    """Write the metadata of an empty store (no chunks: the generator fills every region)."""
+    """Write the metadata of an empty store (no chunks: the generator fills every region).
+
+    ``overwrite`` replaces an existing neuroliquid store only (:func:`prepare_path`)."""
     import dask.array as da  # noqa: PLC0415  (lazy template, never computed)
 
     data = {}
@@ -66,7 +112,8 @@ def create_store(path: str | Path, sizes: dict[str, int], attrs: dict, encoding:
         lazy = da.full(shape, spec.fill, dtype=spec.dtype, chunks=encoding[name]["shards"] or encoding[name]["chunks"])
         data[name] = xr.Variable(spec.dims, lazy, attrs=var_attrs(name))
     ds = xr.Dataset(data, attrs=attrs)
-    ds.to_zarr(str(path), mode="w" if overwrite else "w-", compute=False, encoding=encoding,
+    prepare_path(path, overwrite)
+    ds.to_zarr(str(path), mode="w-", compute=False, encoding=encoding,
                zarr_format=3, consolidated=False, write_empty_chunks=True)
 
 
@@ -140,6 +187,30 @@ def _shard_problems(root: Path, arr: zarr.Array, name: str, coords: tuple[int, .
         if r0 < shape[0] and t0 < (shape[1] if len(shape) > 1 else 1):
             out.append(("missing-chunk", slice(r0, min(r0 + inner[0], shape[0])),
                         slice(t0, min(t0 + inner[1], shape[1]))))
+    return out
+
+
+def decode_problems(arr: zarr.Array, rows: slice, span: slice | None = None) -> list[tuple[str, slice, slice, str]]:
+    """Inner chunks under rows x span (first two dims) that fail to read, each read alone:
+    ``("unreadable-chunk", recordings, indices, why)`` (:func:`read_failure` says why).
+
+    The slow path, for locating what a failed read hit; other errors raise.
+    """
+    shape, inner = arr.shape, arr.chunks
+    t = span if span is not None else slice(0, shape[1] if len(shape) > 1 else 1)
+    out = []
+    for r0 in range(rows.start - rows.start % inner[0], min(rows.stop, shape[0]), inner[0]):
+        rs = slice(r0, min(r0 + inner[0], shape[0]))
+        starts = range(t.start - t.start % inner[1], min(t.stop, shape[1]), inner[1]) if len(shape) > 1 else [0]
+        for t0 in starts:
+            ts = slice(t0, min(t0 + inner[1], shape[1])) if len(shape) > 1 else slice(0, 1)
+            try:
+                arr[(rs, ts)[: len(shape)]]
+            except Exception as exc:
+                why = read_failure(exc)
+                if why is None:
+                    raise
+                out.append(("unreadable-chunk", rs, ts, why))
     return out
 
 

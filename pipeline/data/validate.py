@@ -81,7 +81,7 @@ def timestamp_problems(t: np.ndarray, counts: np.ndarray, t_start: np.ndarray, r
     inside = np.arange(N) < (np.asarray(counts) - offset)[:, None]
     bad = inside & (t == PAD_TIME)
     if N > 1:
-        step_bad = (np.diff(t, axis=1) <= 0) & inside[:, 1:]
+        step_bad = (t[:, 1:] <= t[:, :-1]) & inside[:, 1:]  # not np.diff: it wraps across -9e18 .. 9e18
         bad[:, 1:] |= step_bad
         bad[:, :-1] |= step_bad
     errors = []
@@ -145,3 +145,43 @@ def clean_times(t: np.ndarray, counts: np.ndarray, bad: np.ndarray):
                           int(t_clean[r, b + 1]) if b + 1 < n else np.iinfo(np.int64).max)
                          for a, b in ((run[0], run[-1]) for run in runs)]
     return t_clean, spans
+
+
+def lost_runs(lost: np.ndarray, counts: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+    """Row -> [(first, last)] runs of samples inside the valid count that ``lost (R, N)`` marks."""
+    inside = lost & (np.arange(lost.shape[1]) < np.asarray(counts)[:, None])
+    out = {}
+    for r in np.nonzero(inside.any(axis=1))[0]:
+        cols = np.nonzero(inside[r])[0]
+        runs = np.split(cols, np.nonzero(np.diff(cols) > 1)[0] + 1)
+        out[int(r)] = [(int(run[0]), int(run[-1])) for run in runs]
+    return out
+
+
+def fill_lost_times(t: np.ndarray, counts: np.ndarray, runs: dict[int, list[tuple[int, int]]],
+                    origin: np.ndarray) -> np.ndarray:
+    """``t`` with stand-ins for timestamps whose chunks are lost (``runs`` from :func:`lost_runs`).
+
+    Each run becomes a 1-ns ramp just after the last timestamp known before it (just
+    before the first one after it at a row's start; from ``origin[r]`` in a row with
+    none), so the row stays increasing and searchable without ever leaving the span
+    between its known neighbours, which the reader masks (``spans``).
+    """
+    if not runs:
+        return t
+    t = t.copy()
+    lo_ok, hi_ok = np.iinfo(np.int64).min + 1, PAD_TIME - 1
+    for r, rr in runs.items():
+        for a, b in rr:
+            n = b - a + 1
+            before = int(t[r, a - 1]) if a > 0 and t[r, a - 1] != PAD_TIME else None
+            after = int(t[r, b + 1]) if b + 1 < counts[r] and t[r, b + 1] != PAD_TIME else None
+            if before is not None:
+                first = before + 1
+            elif after is not None:
+                first = after - n
+            else:
+                first = int(origin[r])
+            first = min(max(first, lo_ok), hi_ok - n)
+            t[r, a: b + 1] = np.arange(first, first + n, dtype=np.int64)
+    return t

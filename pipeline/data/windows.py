@@ -13,7 +13,10 @@ the same :func:`gather` of (recording, start step) rows:
   (:mod:`pipeline.data.pools`); shards not held are fetched first, in one round trip;
 * validation of exactly the samples used: NaN/Inf, missing or unreadable chunks,
   timestamps that repeat or go backwards (policy ``fail`` raises the first
-  :class:`SensorDataError`, ``quarantine`` masks the bad rows and lists them).
+  :class:`SensorDataError`, ``quarantine`` masks the bad rows and lists them); a missing
+  timestamp chunk spoils only the steps that could use its samples;
+* stale samples (older than the maximum age, :mod:`pipeline.data.staleness`): invalid
+  camera/LIDAR input, counted per row and modality in ``stale_steps``.
 """
 
 from __future__ import annotations
@@ -22,16 +25,16 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.data.align import latest_at_or_before, step_times, window_samples
+from pipeline.data.align import step_times, window_samples
 from pipeline.data.batches import POLICIES, AlignedBatch, MicroBatch
 from pipeline.data.errors import SensorDataError
 from pipeline.data.pools import load_shards, pool_state
 from pipeline.data.reader import StoreReader, open_reader
 from pipeline.data.schema import MODALITIES, NS
-from pipeline.data.store import chunk_problems
+from pipeline.data.staleness import imu_stale, latest_fresh, max_age_ns
 from pipeline.data.validate import row_errors
 
-_WHOLE = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)  # the spoiled span of a row whose timestamps are missing
+_I64 = np.iinfo(np.int64)
 
 
 class _TooManyShards(Exception):
@@ -39,7 +42,8 @@ class _TooManyShards(Exception):
 
 
 def read_batch(mb: MicroBatch, policy: str = "fail", *, imu_window: int = 10,
-               needs_restart: np.ndarray | None = None, reader: StoreReader | None = None) -> AlignedBatch:
+               needs_restart: np.ndarray | None = None, reader: StoreReader | None = None,
+               max_age=None) -> AlignedBatch:
     """Read, align and validate one micro-batch: recordings ``mb.recordings`` x steps ``mb.steps``.
 
     Parameters
@@ -49,6 +53,8 @@ def read_batch(mb: MicroBatch, policy: str = "fail", *, imu_window: int = 10,
     imu_window : IMU samples per step handed to the network.
     needs_restart : (B,) bool, the previous block's :meth:`AlignedBatch.carry_restart` (None: none).
     reader : an open :class:`StoreReader` (default: the process-wide one for ``mb.store``).
+    max_age : oldest sample still valid input, per modality (:func:`max_age_ns`; None:
+        3 nominal periods of each modality).
 
     Raises
     ------
@@ -59,13 +65,14 @@ def read_batch(mb: MicroBatch, policy: str = "fail", *, imu_window: int = 10,
         raise ValueError(f"policy {policy!r} is not one of {POLICIES}")
     rd = reader or open_reader(mb.store)
     recs = np.arange(*mb.recordings)
-    b = gather(rd, recs, np.full(recs.size, mb.steps[0]), mb.steps[1] - mb.steps[0], policy, imu_window)
+    b = gather(rd, recs, np.full(recs.size, mb.steps[0]), mb.steps[1] - mb.steps[0], policy, imu_window,
+               max_age_ns(rd, max_age))
     prev = np.zeros(recs.size, bool) if needs_restart is None else np.asarray(needs_restart, bool)
     return dataclasses.replace(b, steps=np.arange(*mb.steps), restart=prev & ~b.quarantined)
 
 
 def read_windows(store: str, recordings: np.ndarray, start_steps: np.ndarray, steps: int, policy: str = "fail", *,
-                 imu_window: int = 10, reader: StoreReader | None = None) -> AlignedBatch:
+                 imu_window: int = 10, reader: StoreReader | None = None, max_age=None) -> AlignedBatch:
     """Read, align and validate N scattered windows: row i = recording ``recordings[i]``, steps
     ``[start_steps[i], start_steps[i] + steps)``.
 
@@ -83,6 +90,7 @@ def read_windows(store: str, recordings: np.ndarray, start_steps: np.ndarray, st
         bad requests (``quarantined[i]``, ``valid[i]`` False, inputs zero) and list them in
         ``problems`` (one error per bad request and kind).
     imu_window : IMU samples per step handed to the network.
+    max_age : as :func:`read_batch`.
 
     Raises
     ------
@@ -102,35 +110,30 @@ def read_windows(store: str, recordings: np.ndarray, start_steps: np.ndarray, st
         raise ValueError(f"recordings must lie in [0, {rd.n_recordings}): {recs.min()}..{recs.max()}")
     if s0.size and s0.min() < 0:
         raise ValueError(f"start_steps must be >= 0: {s0.min()}")
-    return gather(rd, recs, s0, int(steps), policy, imu_window)
+    return gather(rd, recs, s0, int(steps), policy, imu_window, max_age_ns(rd, max_age))
 
 
-def gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, steps: int, policy: str, imu_window: int):
+def gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, steps: int, policy: str, imu_window: int,
+           max_age: dict[str, int | None] | None = None):
     """:class:`AlignedBatch` of rows (``recs[i]``, steps ``s0[i] + arange(steps)``); arguments checked.
 
-    Rows that need more shards at once than a pool holds are read in halves.
+    ``max_age``: :func:`max_age_ns` (None: the default).  Rows that need more shards at
+    once than a pool holds are read in halves.
     """
+    if max_age is None:
+        max_age = max_age_ns(rd)
     try:
-        return _gather(rd, recs, s0, steps, policy == "quarantine", imu_window)
+        return _gather(rd, recs, s0, steps, policy == "quarantine", imu_window, max_age)
     except _TooManyShards:
         if recs.size < 2:
             raise RuntimeError(f"one window of {steps} steps needs more shards than the reader's cache_bytes "
                                f"({rd.cache_bytes}) holds") from None
         h = recs.size // 2
-        a = gather(rd, recs[:h], s0[:h], steps, policy, imu_window)
-        b = gather(rd, recs[h:], s0[h:], steps, policy, imu_window)
+        a = gather(rd, recs[:h], s0[:h], steps, policy, imu_window, max_age)
+        b = gather(rd, recs[h:], s0[h:], steps, policy, imu_window, max_age)
         return AlignedBatch(**{f: np.concatenate([getattr(a, f), getattr(b, f)])
                                for f in AlignedBatch.__dataclass_fields__ if f != "problems"},
                             problems=a.problems + b.problems)
-
-
-def _timestamps_missing(rd: StoreReader, modality: str, r: int) -> SensorDataError:
-    """The reader's error for recording ``r``'s missing or unreadable timestamp chunk."""
-    m = MODALITIES[modality]
-    span = slice(0, max(int(rd.meta[m.count][r]), 1))
-    problems = chunk_problems(rd.path, rd.arrays[m.time], m.time, slice(r, r + 1), span)
-    kind, rs, ts = problems[0] if problems else ("unreadable-chunk", slice(r, r + 1), span)
-    return rd.chunk_error(kind, m.time, rs, ts)
 
 
 def _groups(recs: np.ndarray, size: int):
@@ -145,12 +148,12 @@ def _groups(recs: np.ndarray, size: int):
     return out
 
 
-def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, imu_window: int) -> AlignedBatch:
+def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, imu_window: int,
+            max_age: dict[str, int | None]) -> AlignedBatch:
     """:func:`gather` of rows that fit the pools: align, fetch what is missing, gather, validate."""
     N = recs.size
     step_idx = s0[:, None] + np.arange(T)
     tau = step_times(step_idx, rd.step_ns)
-    tau_abs = rd.meta["t_start"][recs, None] + tau
     times_s, valid = tau / NS, step_idx < rd.meta["n_steps"][recs, None]
     bad = np.zeros((N, T), bool)
     problems: list[SensorDataError] = []
@@ -165,7 +168,7 @@ def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, 
 
     # 1. timestamps: per shard row group, every request of the group in one search
     state = pool_state(rd)
-    aligned, grouped = {}, {}
+    aligned, grouped, stale = {}, {}, {}
     for name, m in MODALITIES.items():
         size = state.group[name]
         if size not in grouped:
@@ -175,29 +178,45 @@ def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, 
         if len(groups) > 1:
             idx = np.zeros((N, T, imu_window) if imu else (N, T), np.int64)
             ok = np.zeros(idx.shape, bool)
-        spoiled = np.zeros((N, T), bool)
+            old = np.zeros((N, T), bool)
+        spoiled, lost, first_lost = np.zeros((N, T), bool), {}, None
         for g0, sel, rows in groups:
             # quarantine=True: a missing timestamp chunk of another recording in the group
             # must not fail this one; it is reported below as a spoiled span of its own rows
             index, spans = rd.timestamps(name, slice(g0, min(g0 + size, rd.n_recordings)), True)
-            if imu:
-                i, o, _ = window_samples(index, tau_abs[sel], rd.step_ns, imu_window, rows)
-            else:
-                i, o = latest_at_or_before(index, tau_abs[sel], rows)
+            if imu:  # the window holds the step's own samples; a step with none recent is counted stale
+                i, o, n_in = window_samples(index, tau[sel], rd.step_ns, imu_window, rows)
+                st = (False if max_age[name] is None else
+                      imu_stale(index, tau[sel], max_age[name], rd.step_ns, rows, i, n_in))
+            else:  # the latest frame/scan, unless it is older than the maximum age
+                i, o, st = latest_fresh(index, tau[sel], max_age[name], rd.step_ns, rows)
+                o = o & ~st
             if len(groups) > 1:
-                idx[sel], ok[sel] = i, o
+                idx[sel], ok[sel], old[sel] = i, o, st
             else:
-                idx, ok = i, o
+                idx, ok, old = i, o, np.broadcast_to(st, (N, T))
             if spans:
                 at = np.arange(N)[sel]
                 for k, r in zip(at.tolist(), rows.tolist(), strict=True):
-                    for lo, hi in spans.get(r, ()):
-                        if not q and (lo, hi) == _WHOLE:  # its timestamp chunks are missing: name them
-                            raise _timestamps_missing(rd, name, g0 + r)
-                        spoiled[k] |= (tau_abs[k] >= lo) & (tau_abs[k] - rd.step_ns <= hi)
-        flag(spoiled, "timestamps-not-increasing", m.time,
-             "timestamps repeat, go backwards or are missing around these steps")
-        aligned[name] = (idx, ok)
+                    t0 = int(rd.meta["t_start"][recs[k]])
+                    for lo, hi, cause in spans.get(r, ()):
+                        # steps whose sample, or IMU window, may lie among the spoiled timestamps
+                        # (epoch-ns span made relative to t_start in Python ints: nothing wraps)
+                        lo, hi = max(lo - t0, _I64.min), min(hi - t0, _I64.max)
+                        hit = (tau[k] >= lo) & ((tau[k] - rd.step_ns <= hi) if imu else (tau[k] < hi))
+                        if cause is None:
+                            spoiled[k] |= hit
+                        else:
+                            lost.setdefault(cause[0], np.zeros((N, T), bool))[k] |= hit
+                            if first_lost is None and (hit & valid[k]).any():
+                                first_lost = cause
+        if first_lost is not None and not q:  # name the missing or unreadable timestamp chunk
+            raise rd.chunk_error(first_lost[0], m.time, first_lost[1], first_lost[2], *first_lost[3:])
+        for kind, b in lost.items():
+            flag(b, kind, m.time, "timestamp chunk missing or unreadable: the samples of these steps are unknown")
+        flag(spoiled, "timestamps-not-increasing", m.time, "timestamps repeat, go backwards or are missing around "
+             "these steps")
+        aligned[name], stale[name] = (idx, ok), old
     aligned["targets"] = (np.minimum(step_idx, rd.arrays["targets"].shape[1] - 1), valid)
 
     # 2. the shards every used sample lies in: claimed in each pool, fetched in one round trip
@@ -238,8 +257,12 @@ def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, 
                     if first.size:
                         at = tuple(first[0])
                         raise pool.chunk_error(int(slot[at]), int(np.broadcast_to(row, hole.shape)[at]), int(t[at]))
-                flag(hole.any(axis=-1) if hole.ndim == 3 else hole, "missing-chunk", var,
-                     "chunk missing or unreadable")
+                cells = hole.any(axis=-1) if hole.ndim == 3 else hole
+                used = hole & (valid if hole.ndim == 2 else valid[..., None])
+                for i in np.unique(np.nonzero(cells & valid)[0]).tolist():  # what each row hit, and why
+                    at = (i, *np.argwhere(used[i])[0])
+                    err = pool.chunk_error(int(slot[at]), int(np.broadcast_to(row, hole.shape)[at]), int(t[at]))
+                    flag(cells & (np.arange(N) == i)[:, None], err.kind, var, err.detail)
                 readable = ok & ~hole
         if pool.nonfinite is not None:  # NaN/Inf among the samples used (fill values of bad chunks are not)
             nan = pool.nonfinite[lin] & readable
@@ -249,6 +272,7 @@ def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, 
 
     quarantined = bad.any(axis=1)
     keep = valid & ~quarantined[:, None]
+    stale_steps = np.stack([(stale[n] & keep).sum(axis=1, dtype=np.int32) for n in MODALITIES], axis=1)
     if quarantined.any():  # everything else a read does not use is already zero
         for x in out.values():
             x[quarantined] = 0
@@ -256,4 +280,5 @@ def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, 
     return AlignedBatch(
         recordings=recs, steps=step_idx, camera=out["camera"], camera_valid=cam_ok, lidar=out["lidar"],
         lidar_valid=lid_ok, imu=out["imu"], imu_valid=aligned["imu"][1] & keep[..., None], targets=out["targets"],
-        valid=keep, quarantined=quarantined, restart=np.zeros(N, bool), problems=tuple(problems))
+        valid=keep, quarantined=quarantined, restart=np.zeros(N, bool), stale_steps=stale_steps,
+        problems=tuple(problems))

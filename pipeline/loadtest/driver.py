@@ -54,7 +54,7 @@ def warm_up(client, store: str, cfg, n_steps: np.ndarray) -> None:
     workers = list(client.nthreads())
     for r, prefix in enumerate(("warmup", "serve")):
         futs = [client.submit(serve_requests, store, np.array([rec] * 4), np.zeros(4, np.int64),
-                              cfg.load.window_steps, cfg.data.policy, cfg.data.imu_window,
+                              cfg.load.window_steps, cfg.data.policy, cfg.data.imu_window, cfg.data.max_age,
                               key=(prefix, "warmup", r * len(workers) + i), pure=False, workers=[w],
                               allow_other_workers=False)
                 for i, w in enumerate(workers)]
@@ -118,7 +118,8 @@ def run_phase(client, phase, reqs: Requests, cfg, store: str, clock, completions
             key = ("serve", phase.name, batch_id)
             batch_id += 1
             fut = client.submit(serve_requests, store, reqs.recordings[idx], reqs.starts[idx],
-                                L.window_steps, cfg.data.policy, cfg.data.imu_window, key=key, pure=False)
+                                L.window_steps, cfg.data.policy, cfg.data.imu_window, cfg.data.max_age,
+                                key=key, pure=False)
             inflight[fut.key] = idx
             completions.add(fut)
             slots -= 1

@@ -29,7 +29,9 @@ def run(cfg) -> dict:
 
     name = run_name(cfg, "load")
     out_dir = Path(cfg.paths.output_dir) / name
-    exp = prepare(cfg, "load", name, out_dir / "weights.npz")
+    exp = prepare(cfg, "load", name)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} exists: another run has this name; pick another tracking.run_name")
     store, reader, net = exp.store, exp.reader, exp.net
     L = cfg.load
     shard_recs = reader.recording_shard
@@ -41,7 +43,8 @@ def run(cfg) -> dict:
     busy_s = 0.0
     warm_recs, warm_starts = shard_warm_requests(reader.n_steps, L.window_steps, shard_recs, shard_steps)
     warm = {"recordings": warm_recs, "starts": warm_starts, "steps": L.window_steps,
-            "policy": cfg.data.policy, "imu_window": cfg.data.imu_window}
+            "policy": cfg.data.policy, "imu_window": cfg.data.imu_window, "max_age": cfg.data.max_age}
+    exp.weights.commit()  # after the checks above: nothing is written before they pass
     with tracked(exp, {"scaling": exp.scaling.kind}) as tracker:
         with cluster_session(exp, tracker, shared_paths=[store.parent], wait_for=exp.initial_workers,
                              warm=warm) as session:

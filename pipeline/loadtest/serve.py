@@ -9,7 +9,7 @@ import numpy as np
 
 
 def serve_requests(store: str, recordings: np.ndarray, starts: np.ndarray, steps: int, policy: str,
-                   imu_window: int) -> dict:
+                   imu_window: int, max_age=None) -> dict:
     """Load test: run a micro-batch of independent requests (one window of one recording
     each, from zero state) and return per-request outcomes and small metrics."""
     from pipeline.core.worker_setup import worker_network
@@ -18,7 +18,7 @@ def serve_requests(store: str, recordings: np.ndarray, starts: np.ndarray, steps
     t0 = time.perf_counter()
     net = worker_network()
     try:
-        batch = read_windows(store, recordings, starts, steps, policy, imu_window=imu_window)
+        batch = read_windows(store, recordings, starts, steps, policy, imu_window=imu_window, max_age=max_age)
     except SensorDataError as exc:  # policy "fail": the whole micro-batch fails, each request counted
         return {"ok": [False] * len(recordings), "errors": [str(exc)] * len(recordings), "read_s": 0.0,
                 "compute_s": 0.0, "ops": {}}

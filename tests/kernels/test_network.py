@@ -193,3 +193,29 @@ def test_from_parts_with_ncps_and_snntorch_weights(backend):
     lif = interop.lif_from_snntorch(0.8, 0.5, units=128)
     net2 = FusionNetwork.from_parts(FusionConfig(), backend, lif=lif)
     assert float(net2.lif.params.threshold[0]) == 0.5 and net2.lif.params.beta[0] == np.float32(0.8)
+
+
+def test_features_are_the_readout_inputs_and_with_readout_swaps_only_the_readout():
+    """y = b + [h, s] W for the features forward returns; with_readout changes y and nothing else."""
+    from kernels import get_backend
+    from kernels.fusion_config import FusionConfig
+    from kernels.network import FusionNetwork
+
+    be = get_backend("numpy")
+    cfg = FusionConfig(liquid="cfc", spiking=True, hidden=12, lif_units=10, camera=(4, 4), beams=8, imu_per_step=3,
+                       backbone_units=8, seed=2, dtype="float64")
+    net = FusionNetwork.init(cfg, be)
+    rng = np.random.default_rng(0)
+    cam = rng.integers(0, 255, (3, 5, 4, 4), dtype=np.uint8)
+    lid = rng.uniform(0.5, 8, (3, 5, 8))
+    imu = rng.normal(size=(3, 5, 3, 6))
+    out, _ = net.forward(cam, lid, imu, features=True)
+    assert out.features.shape == (3, 5, 22)
+    w, b = net.parts["readout_w"], net.parts["readout_b"]
+    np.testing.assert_allclose(out.y, out.features @ w + b, rtol=1e-12, atol=1e-12)
+    w2, b2 = rng.normal(size=w.shape), rng.normal(size=b.shape)
+    other = net.with_readout(w2, b2)
+    out2, _ = other.forward(cam, lid, imu, features=True)
+    np.testing.assert_array_equal(out2.features, out.features)
+    np.testing.assert_allclose(out2.y, out.features @ w2 + b2, rtol=1e-12, atol=1e-12)
+    assert net.forward(cam, lid, imu)[0].features is None

@@ -72,7 +72,8 @@ def mlflow_runs(uri: str, experiment: str = "test") -> list:
     return runs
 
 
-# The MLflow keys a batch run (task=run) and a load run (task=load) log, so that a key never
+# The MLflow keys a batch run (task=run), a load run (task=load) and a training run
+# (task=train) log, so that a key never
 # changes by accident: work that adds or renames one updates tests/golden/mlflow_keys.json
 # in the same commit (``NEUROLIQUID_UPDATE_GOLDEN=1 make test`` rewrites it from the runs
 # the suite makes).  Phase names become ``{phase}``; MLflow's own ``mlflow.*`` tags and the
@@ -101,7 +102,7 @@ def check_golden_keys(run) -> None:
     import json
 
     kind = run.data.tags.get("task")
-    if run.info.status != "FINISHED" or kind not in ("run", "load"):
+    if run.info.status != "FINISHED" or kind not in ("run", "load", "train"):
         return
     keys = run_keys(run)
     if os.environ.get("NEUROLIQUID_UPDATE_GOLDEN"):

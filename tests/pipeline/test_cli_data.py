@@ -51,6 +51,17 @@ def test_bad_values_and_foreign_stores_get_clear_errors(tmp_path):
     assert task.returncode != 0 and "task='nope': must be one of check, generate" in task.stderr
 
 
+def test_overwrite_refuses_a_folder_that_is_not_a_store(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("do not delete")
+    (folder / "cat.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    gen = _run("task=generate", f"data.path={folder}", "data.overwrite=true", "data.recordings=2", "data.duration_s=2")
+    assert gen.returncode == 1 and "refusing to overwrite" in gen.stderr and "no zarr.json" in gen.stderr, gen.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["cat.jpg", "notes.txt"]
+    assert (folder / "notes.txt").read_text() == "do not delete"
+
+
 @pytest.mark.parametrize("overrides", [[], ["data=zarr", "data.path=rel/store.zarr"], ["data.policy=quarantine"]])
 def test_configs_compose_and_paths_become_absolute(overrides):
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):

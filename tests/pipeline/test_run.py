@@ -65,7 +65,7 @@ def test_run_writes_every_region_and_logs_params_metrics_artifacts(make_config, 
     # Bit for bit what one process computes over the same blocks (state through the store
     # between blocks, through memory here).
     with threadpool_limits(1):
-        y_ref, spikes_ref = _reference(cfg, tmp_path / "out" / "e2e.weights.npz")
+        y_ref, spikes_ref = _reference(cfg, Path(summary["weights"]))
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(ds.spikes.values, spikes_ref)
 

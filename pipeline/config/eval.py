@@ -1,0 +1,59 @@
+"""``conf/eval`` and ``conf/trainer``: how predictions are scored, and how the readout is fitted."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from pipeline.config.validation import require
+
+EVAL_SPLITS = ("test", "validation", "train", "all")
+TRAINER_KINDS = ("ridge",)
+
+
+@dataclass
+class EvalConfig:
+    """Splits by recording (seeded, fractions train / validation / test) and the split a
+    run scores: ``test`` (the recordings a model trained on this store never saw), or
+    ``all`` for a store the model never saw at all."""
+
+    split: str = "test"
+    seed: int = 0
+    train: float = 0.6
+    validation: float = 0.2
+    test: float = 0.2
+    baselines: bool = True  # mean and raw-input ridge beside every evaluation
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        return self.train, self.validation, self.test
+
+    def validate(self, prefix: str = "eval") -> None:
+        require(self.split in EVAL_SPLITS, f"{prefix}.split", f"must be one of {', '.join(EVAL_SPLITS)}", self.split)
+        require(self.seed >= 0, f"{prefix}.seed", "must be >= 0", self.seed)
+        for key in ("train", "validation", "test"):
+            v = getattr(self, key)
+            require(isinstance(v, int | float) and 0 <= v <= 1, f"{prefix}.{key}", "must be a fraction in [0, 1]", v)
+        require(abs(sum(self.fractions) - 1.0) < 1e-9, f"{prefix}.train",
+                "eval.train + eval.validation + eval.test must be 1", self.fractions)
+        require(self.train > 0, f"{prefix}.train", "must be > 0 (a model needs recordings to learn from)",
+                self.train)
+
+
+@dataclass
+class TrainerConfig:
+    """``ridge``: the readout alone, fitted on Dask from per-region sufficient statistics
+    with the penalty chosen from ``lambdas`` on the validation split."""
+
+    kind: str = "ridge"
+    lambdas: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0])
+    output: str | None = None  # the trained weights file; default <output_dir>/trained/<run>.npz
+
+    def validate(self, prefix: str = "trainer") -> None:
+        require(self.kind in TRAINER_KINDS, f"{prefix}.kind", f"must be one of {', '.join(TRAINER_KINDS)}",
+                self.kind)
+        require(len(self.lambdas) > 0 and all(isinstance(v, int | float) and math.isfinite(v) and v > 0
+                                              for v in self.lambdas),
+                f"{prefix}.lambdas", "must be a non-empty list of penalties > 0", self.lambdas)
+        require(self.output is None or str(self.output).endswith((".npz", ".safetensors")), f"{prefix}.output",
+                "must be a .npz or .safetensors path", self.output)
