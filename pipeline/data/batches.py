@@ -62,7 +62,7 @@ class AlignedBatch:
     lidar_valid: np.ndarray
     imu: np.ndarray
     imu_valid: np.ndarray
-    targets: np.ndarray
+    targets: np.ndarray | None  # None: the store holds no targets
     valid: np.ndarray
     quarantined: np.ndarray
     restart: np.ndarray

@@ -31,11 +31,13 @@ _I64 = np.iinfo(np.int64)
 class CheckWarning:
     """Legal data worth a look (``task=check`` still passes): ``kind`` names it."""
 
-    kind: str  # clock-before-2000 | clock-far-from-median | clock-jump
+    kind: str  # clock-before-2000 | clock-far-from-median | clock-jump | no-targets
     recordings: tuple[int, ...]
     detail: str
 
     def __str__(self) -> str:
+        if not self.recordings:
+            return f"{self.kind}: {self.detail}"
         shown = ", ".join(map(str, self.recordings[:20]))
         more = f", ... ({len(self.recordings)} in all)" if len(self.recordings) > 20 else ""
         return f"{self.kind}: recording(s) [{shown}{more}]: {self.detail}"
@@ -111,6 +113,10 @@ def check_store(path: str) -> CheckReport:
         d = np.concatenate(periods) if periods else np.zeros(0)
         rep.rates_hz[name] = (rd.rate(name), float(NS / np.median(d)) if d.size else float("nan"))
     rep.warnings += clocks.warnings()
+    if "targets" not in rd.arrays:  # legal (recordings without odometry): runs skip evaluation
+        rep.warnings.append(CheckWarning("no-targets", [], "the store holds no targets: runs skip evaluation and "
+                                                           "task=train refuses it"))
+        return rep
     try:
         targets, _ = rd.read("targets", slice(0, rd.n_recordings))
     except SensorDataError as exc:

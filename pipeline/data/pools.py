@@ -163,9 +163,10 @@ class PoolState:
     """
 
     def __init__(self, rd: StoreReader) -> None:
-        per = sum(math.prod(rd.arrays[n].shards or rd.arrays[n].chunks) * rd.arrays[n].dtype.itemsize for n in VARS)
+        names = [n for n in VARS if n in rd.arrays]  # targets are optional
+        per = sum(math.prod(rd.arrays[n].shards or rd.arrays[n].chunks) * rd.arrays[n].dtype.itemsize for n in names)
         cap = max(2, rd.cache_bytes // max(per, 1))
-        self.pools = {n: ShardPool(rd, n, cap) for n in VARS}
+        self.pools = {n: ShardPool(rd, n, cap) for n in names}
         self.group: dict[str, int] = {}
         for name, m in MODALITIES.items():
             arr = rd.arrays[m.time]

@@ -85,7 +85,8 @@ VARIABLES: dict[str, VarSpec] = {
     "n_scans": VarSpec(("recording",), "int32", "1", -1),
     "n_samples": VarSpec(("recording",), "int32", "1", -1),
     "n_steps": VarSpec(("recording",), "int32", "1", -1),
-    "targets": VarSpec(("recording", "step", "target"), "float32", TARGET_UNITS, np.nan),
+    # Optional: a store of real recordings without odometry has none (evaluation is skipped).
+    "targets": VarSpec(("recording", "step", "target"), "float32", TARGET_UNITS, np.nan, required=False),
     "pose": VarSpec(("recording", "step", "pose_axis"), "float32", POSE_UNITS, np.nan, required=False),
     "imu_bias": VarSpec(("recording", "channel"), "float32", IMU_UNITS, np.nan, required=False),
 }

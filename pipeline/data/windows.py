@@ -217,12 +217,15 @@ def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, 
         flag(spoiled, "timestamps-not-increasing", m.time, "timestamps repeat, go backwards or are missing around "
              "these steps")
         aligned[name], stale[name] = (idx, ok), old
-    aligned["targets"] = (np.minimum(step_idx, rd.arrays["targets"].shape[1] - 1), valid)
+    read_vars = [(n, m.var) for n, m in MODALITIES.items()]
+    if "targets" in rd.arrays:  # optional: a store without targets still runs
+        aligned["targets"] = (np.minimum(step_idx, rd.arrays["targets"].shape[1] - 1), valid)
+        read_vars.append(("targets", "targets"))
 
     # 2. the shards every used sample lies in: claimed in each pool, fetched in one round trip
     pools = state.pools
     where, todo = {}, {}
-    for name, var in (*((n, m.var) for n, m in MODALITIES.items()), ("targets", "targets")):
+    for name, var in read_vars:
         idx, ok = aligned[name]
         pool = pools[var]
         r = recs.reshape((N,) + (1,) * (idx.ndim - 1))
@@ -242,7 +245,7 @@ def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, 
 
     # 3. gather: one fancy index per variable (zeros where unused); then chunk and value checks
     out = {}
-    for name, var in (*((n, m.var) for n, m in MODALITIES.items()), ("targets", "targets")):
+    for name, var in read_vars:
         idx, ok = aligned[name]
         pool = pools[var]
         key, row, t, _ = where[var]
@@ -279,6 +282,6 @@ def _gather(rd: StoreReader, recs: np.ndarray, s0: np.ndarray, T: int, q: bool, 
     cam_ok, lid_ok = aligned["camera"][1] & keep, aligned["lidar"][1] & keep
     return AlignedBatch(
         recordings=recs, steps=step_idx, camera=out["camera"], camera_valid=cam_ok, lidar=out["lidar"],
-        lidar_valid=lid_ok, imu=out["imu"], imu_valid=aligned["imu"][1] & keep[..., None], targets=out["targets"],
+        lidar_valid=lid_ok, imu=out["imu"], imu_valid=aligned["imu"][1] & keep[..., None], targets=out.get("targets"),
         valid=keep, quarantined=quarantined, restart=np.zeros(N, bool), stale_steps=stale_steps,
         problems=tuple(problems))

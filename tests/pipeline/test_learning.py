@@ -170,3 +170,23 @@ def test_train_ridge_on_dask_equals_numpy_and_its_weights_run_in_the_pipeline(cf
     assert abs(m["baseline.mean.speed.r2"]) < 0.2  # the training mean scores about 0 on the test split
     assert m["eval.obstacle.accuracy"] > 0.5
     assert "trained weights" in summary["evaluation_table"]
+
+
+def test_a_store_without_targets_runs_checks_and_says_evaluation_was_skipped(cfg, store, tmp_path):
+    import shutil
+
+    from pipeline.batch.run import run as batch_run
+    from pipeline.data import check_store
+    from pipeline.train.run import run as train_run
+
+    bare = shutil.copytree(store, tmp_path / "no_targets.zarr")
+    shutil.rmtree(bare / "targets")  # recordings without odometry
+    rep = check_store(str(bare))
+    assert rep.ok and any(w.kind == "no-targets" for w in rep.warnings)
+    summary = batch_run(cfg(f"data.path={bare}", "tracking.run_name=bare"))
+    assert summary["regions_executed"] == summary["regions_total"]
+    assert summary["evaluation"]["skipped"] and "evaluation skipped" in summary["evaluation_table"]
+    (r,) = mlflow_runs(tracking_uri(tmp_path))
+    assert "eval.skipped" in r.data.tags and not any(k.startswith(("eval.", "baseline.")) for k in r.data.metrics)
+    with pytest.raises(ValueError, match="holds no targets"):
+        train_run(cfg("task=train", f"data.path={bare}"))
