@@ -31,7 +31,7 @@ _I64 = np.iinfo(np.int64)
 class CheckWarning:
     """Legal data worth a look (``task=check`` still passes): ``kind`` names it."""
 
-    kind: str  # clock-before-2000 | clock-far-from-median | clock-jump | no-targets
+    kind: str  # clock-before-2000 | clock-far-from-median | clock-jump | no-targets | lidar-not-covered
     recordings: tuple[int, ...]
     detail: str
 
@@ -113,6 +113,13 @@ def check_store(path: str) -> CheckReport:
         d = np.concatenate(periods) if periods else np.zeros(0)
         rep.rates_hz[name] = (rd.rate(name), float(NS / np.median(d)) if d.size else float("nan"))
     rep.warnings += clocks.warnings()
+    if "lidar_covered" in rd.arrays:  # optional (imported stores): beams the sensor does not cover
+        cov = np.asarray(rd.arrays["lidar_covered"][:], bool)
+        part = np.flatnonzero(~cov.all(axis=1))
+        if part.size:
+            rep.warnings.append(CheckWarning("lidar-not-covered", tuple(part.tolist()), (
+                f"the LIDAR covers {int(cov[part].sum(axis=1).min())}..{int(cov[part].sum(axis=1).max())} of "
+                f"{cov.shape[1]} beams (lidar_covered False: those hold lidar_max_range_m, not data)")))
     if "targets" not in rd.arrays:  # legal (recordings without odometry): runs skip evaluation
         rep.warnings.append(CheckWarning("no-targets", [], "the store holds no targets: runs skip evaluation and "
                                                            "task=train refuses it"))

@@ -22,7 +22,10 @@ variable (dims)                       dtype    meaning                         u
 Targets are on the model clock: step ``k`` of recording ``r`` is the instant
 ``t_start[r] + (k + 1) * 1e9 / targets_rate_hz`` ns.  Optional ground truth written by
 the synthetic generator: ``pose (recording, step, pose_axis)`` (x m, y m, heading rad) and
-``imu_bias (recording, channel)``.  Rates, geometry and the generator's seed are attrs.
+``imu_bias (recording, channel)``.  Optional in imported stores: ``lidar_covered (recording,
+beam)`` bool, False where the sensor does not cover the beam, so "not covered" differs from
+"no return" (``lidar_max_range_m``); absent, every beam is covered.  Rates, geometry and the
+generator's seed are attrs.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class VarSpec:
     units: str | tuple[str, ...]
     fill: float | int
     required: bool = True
+    generated: bool = True  # created by default (create_store); False: only importers write it
 
 
 VARIABLES: dict[str, VarSpec] = {
@@ -89,6 +93,9 @@ VARIABLES: dict[str, VarSpec] = {
     "targets": VarSpec(("recording", "step", "target"), "float32", TARGET_UNITS, np.nan, required=False),
     "pose": VarSpec(("recording", "step", "pose_axis"), "float32", POSE_UNITS, np.nan, required=False),
     "imu_bias": VarSpec(("recording", "channel"), "float32", IMU_UNITS, np.nan, required=False),
+    # Optional, imported stores: False where the LIDAR does not cover the beam (those beams hold
+    # lidar_max_range_m as a stand-in, never data); absent means every beam is covered.
+    "lidar_covered": VarSpec(("recording", "beam"), "bool", "1", True, required=False, generated=False),
 }
 
 # attrs every store must carry (name -> python type); rates in Hz, geometry in SI units

@@ -100,20 +100,24 @@ def read_failure(exc: BaseException) -> str | None:
     return f"cannot decode the chunk: {type(exc).__name__}: {exc}"
 
 
-def create_store(path: str | Path, sizes: dict[str, int], attrs: dict, encoding: dict, overwrite: bool) -> None:
+def create_store(path: str | Path, sizes: dict[str, int], attrs: dict, encoding: dict, overwrite: bool,
+                 names=None) -> None:
     """Write the metadata of an empty store (no chunks: the generator fills every region).
 
-    ``overwrite`` replaces an existing neuroliquid store only (:func:`prepare_path`)."""
+    ``overwrite`` replaces an existing neuroliquid store only (:func:`prepare_path`).
+    ``names``: the variables to create (default: every schema variable with ``generated``)."""
     import dask.array as da  # noqa: PLC0415  (lazy template, never computed)
 
     data = {}
     for name, spec in VARIABLES.items():
+        if (name not in names) if names is not None else not spec.generated:
+            continue
         shape = tuple(sizes[d] for d in spec.dims)
         lazy = da.full(shape, spec.fill, dtype=spec.dtype, chunks=encoding[name]["shards"] or encoding[name]["chunks"])
         data[name] = xr.Variable(spec.dims, lazy, attrs=var_attrs(name))
     ds = xr.Dataset(data, attrs=attrs)
     prepare_path(path, overwrite)
-    ds.to_zarr(str(path), mode="w-", compute=False, encoding=encoding,
+    ds.to_zarr(str(path), mode="w-", compute=False, encoding={n: e for n, e in encoding.items() if n in data},
                zarr_format=3, consolidated=False, write_empty_chunks=True)
 
 
