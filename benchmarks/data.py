@@ -7,9 +7,11 @@ run's blocks (64 recordings x 100 steps, warm); the latency of one load-test win
 (1 recording x 10 steps); and scattered-window reads (``read_windows`` of 32 random
 (recording, start step) windows, warm reader: the load test's micro-batches) in
 windows/s next to the network's seq/s on those windows.  A sequence is one recording x
-10 steps.  The target: warm read + align + validate >= 10x the NumPy fusion network's
-seq/s on the same single core, measured here on the same batches (interleaved, best of
-repeats).
+10 steps.  The target: read + align + validate on a FRESH reader (shards decoded, index
+built inside the figure: what a run's first pass over a store pays) >= 10x the NumPy
+fusion network's seq/s on the same single core, measured here on the same batches
+(interleaved, best of repeats); the warm, fully cached reader's ratio is printed beside
+it, not judged (issue 13: it gave 17.3x where a fresh reader gave 2.6x).
 
 Writes benchmarks/results/data.json and logs one MLflow run (experiment
 "neuroliquid-bench", sqlite store under mlruns/) with log_batch.
@@ -175,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--core", type=int, default=0, help="the one core the read benchmark runs on")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "data.json")
     ap.add_argument("--no-mlflow", action="store_true")
+    ap.add_argument("--import-gb", type=float, nargs="*", default=[],
+                    help="bag sizes (GB) for the task=import rows (benchmarks/bag_import.py); off by default")
     a = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="neuroliquid-bench-"))
@@ -192,7 +196,8 @@ def main(argv=None) -> int:
         win_net = _network(max(a.repeats, 5), win.pop("batch"), a.windows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    ratio = read["warm_seq_s"] / net["seq_s"] if net["seq_s"] else None
+    ratio = read["cold_seq_s"] / net["seq_s"] if net["seq_s"] else None  # the verdict: fresh reader
+    ratio_warm = read["warm_seq_s"] / net["seq_s"] if net["seq_s"] else None  # beside it, not judged
     load = os.getloadavg()
     workload = {"recordings": a.recordings, "duration_s": a.duration_s, "batch": a.batch, "steps": a.steps,
                 "windows": a.windows, "run_batch": a.run_batch, "run_steps": a.run_steps, **layout,
@@ -208,8 +213,8 @@ def main(argv=None) -> int:
           f"open reader {read['window_open_reader_ms']:.2f} ms")
     if net["seq_s"]:
         verdict = "meets" if ratio >= 10 else "MISSES"
-        print(f"numpy network {net['seq_s']:10.0f} seq/s  -> data (warm) / network {ratio:5.1f}x "
-              f"({verdict} the 10x target)")
+        print(f"numpy network {net['seq_s']:10.0f} seq/s  -> data (fresh reader) / network {ratio:5.1f}x "
+              f"({verdict} the 10x target); warm cached reader {ratio_warm:5.1f}x (not judged)")
     else:
         print(f"numpy network not measured: {net['why']}")
     win["network_seq_s"] = win_net["seq_s"]
@@ -222,14 +227,27 @@ def main(argv=None) -> int:
               f"{win['ratio']:5.1f}x")
     if load[0] > 1.5:
         print(f"note: load average {load[0]:.1f} on {os.cpu_count()} cores: other work shares this machine")
+    imports = []
+    if a.import_gb:  # issue 15: bag import MB/s against rosbags' own rate, peak memory
+        sys.path.insert(0, str(REPO))  # benchmarks/ as a package (this script's own folder is off sys.path)
+        from benchmarks.bag_import import bench_import
+
+        imports = bench_import(a.import_gb)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"workload": workload, "generate": gen, "read": read, "network": net,
-                                 "ratio": ratio, "windows": win, "load_average": load}, indent=2, default=str))
+                                 "ratio": ratio, "ratio_fresh_reader": ratio, "ratio_warm_reader": ratio_warm,
+                                 "unix_time": time.time(),
+                                 "command": "python benchmarks/data.py " + " ".join(sys.argv[1:]),
+                                 "windows": win, "load_average": load,
+                                 **({"import": imports} if imports else {})}, indent=2, default=str))
     flat = {"generate_mb_s": gen["mb_per_s"], "read_warm_seq_s": read["warm_seq_s"],
             "read_cold_seq_s": read["cold_seq_s"], "read_run_seq_s": read["run_seq_s"],
             "window_fresh_reader_ms": read["window_fresh_reader_ms"], "window_open_reader_ms": read["window_open_reader_ms"],
-            "network_seq_s": net["seq_s"], "data_over_network": ratio, "windows_s": win["windows_s"],
+            "network_seq_s": net["seq_s"], "data_over_network": ratio,
+            "data_over_network_warm": ratio_warm, "windows_s": win["windows_s"],
             "windows_network_seq_s": win["network_seq_s"], "windows_over_network": win["ratio"]}
+    for row in imports:
+        flat |= {f"import_{row['gb']:g}gb_{k}": row[k] for k in ("import_mb_s", "rosbags_read_mb_s", "ratio", "peak_rss_mib")}
     run_id = None if a.no_mlflow else log_mlflow(workload, flat, a.out)
     print(f"wrote {a.out}" + (f"; mlflow run {run_id}" if run_id else ""))
     return 0

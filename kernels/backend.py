@@ -118,7 +118,9 @@ def get_backend(name: str = "auto", **options: Any) -> Backend:
         if unknown:
             raise BackendError(f"unknown backend option(s) {sorted(unknown)}")
         mine = {k: v for k, v in options.items() if k in _OPTIONS[chosen]}
-        return _load(chosen, f"auto: {why}", **mine)
+        left = {k: v for k, v in options.items() if k not in mine and not (k == "threads" and v == 1)}
+        note = f"; {', '.join(f'{k}={v}' for k, v in left.items())} not used by {chosen}" if left else ""
+        return _load(chosen, f"auto: {why}{note}", **mine)
     if name not in _REGISTRY:
         raise BackendError(f"unknown backend {name!r}; choose one of 'auto', {', '.join(map(repr, _REGISTRY))}")
     if name == "cupy":

@@ -136,12 +136,33 @@ def ltc_launch(batch: int, n_in: int, units: int, itemsize: int, dev: DeviceAttr
     )
 
 
-def elementwise_launch(n: int, dev: DeviceAttrs, blocks_per_sm: int = 32) -> LaunchConfig:
-    """Grid-stride launch over ``n`` independent (sample, unit) time loops (LIF, delta)."""
-    if not 1 <= n <= _INT32_MAX:
-        raise ValueError(f"elementwise scan over {n} lanes: need 1 <= batch*units < 2**31")
-    threads = threads_for(n, dev)
+# The grid-stride loops of lif.cu and encoders.cu index lanes with a signed 64-bit integer.
+GRID_STRIDE_INDEX_MAX = 2**63 - 1
+
+
+def grid_stride_fits(n: int, grid: int, threads: int, index_max: int = GRID_STRIDE_INDEX_MAX) -> bool:
+    """Whether a grid-stride loop over ``n`` lanes never overflows its index: the largest
+    value it computes is the last lane below ``n`` plus one stride, ``n - 1 + grid * threads``
+    (an ``int`` index, ``index_max = 2**31 - 1``, overflowed for n near 2^31 minus the grid)."""
+    return n - 1 + grid * threads <= index_max
+
+
+def elementwise_launch(n: int, dev: DeviceAttrs, blocks_per_sm: int = 32,
+                       index_max: int = GRID_STRIDE_INDEX_MAX) -> LaunchConfig:
+    """Grid-stride launch over ``n`` independent (sample, unit) time loops (LIF, delta).
+
+    The kernels take batch and units as ``int`` (each < 2^31, checked where they are
+    passed) and index lanes in 64 bits, so ``n = batch * units`` may exceed 2^31; the
+    launch is refused when ``n - 1 + grid * threads`` would overflow ``index_max``."""
+    if n < 1:
+        raise ValueError(f"elementwise scan over {n} lanes: need batch*units >= 1")
+    threads = threads_for(min(n, _INT32_MAX), dev)
     grid = max(1, min(_ceil_div(n, threads), dev.sm_count * blocks_per_sm))
+    if grid * threads > _INT32_MAX:  # the kernels keep the stride and the first lane in int
+        raise ValueError(f"elementwise scan: grid {grid} x {threads} threads exceeds 2**31 - 1")
+    if not grid_stride_fits(n, grid, threads, index_max):
+        raise ValueError(f"elementwise scan over {n} lanes: the grid-stride index reaches "
+                         f"{n - 1 + grid * threads} > {index_max} (grid {grid} x {threads} threads)")
     return LaunchConfig((grid, 1, 1), (threads, 1, 1), 0)
 
 

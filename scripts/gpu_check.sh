@@ -30,6 +30,8 @@ PYEOF
 cat "$OUT/device.json"
 
 rc=0
+# Includes tests/kernels/test_cuda_large_index.py: the LIF grid-stride kernel past 2^31
+# lanes (64-bit lane index; skipped with less than ~36 GB free on the GPU).
 timeout 420 "$PY" -m pytest -m gpu tests/kernels -q -p no:cacheprovider \
     --junitxml="$OUT/pytest_gpu.xml" 2>&1 | tee "$OUT/pytest_gpu.txt" || rc=$?
 

@@ -29,11 +29,16 @@ __device__ void delta_scan(
     T* __restrict__ ref_out,                  // (B, C) out
     unsigned char* __restrict__ primed_out,   // (B, C) out, bool
     int B, int Tn, int C) {
-    // B * C < 2^31 (checked by the launcher); per-step offsets are 64-bit.
-    const int n = B * C;
-    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += gridDim.x * blockDim.x) {
-        const long long b = idx / C;
-        const int c = idx - (int)b * C;
+    // 64-bit lane index (see lif.cu): B and C are each < 2^31, their product need not be.
+    const long long n = (long long)B * C;
+    // The stride and the first lane fit in int (the launcher's grid); (b, c) advance by
+    // the stride without a 64-bit division (a call that spilled registers in the loop).
+    const int stride = gridDim.x * blockDim.x;
+    const int step_b = stride / C, step_c = stride % C;
+    const int i0 = blockIdx.x * blockDim.x + threadIdx.x;
+    long long b = i0 / C;
+    int c = i0 % C;
+    for (long long idx = i0; idx < n; idx += stride) {
         const T th = thr[c];
         T ref = ref0[idx];
         bool primed = primed0[idx] != 0;
@@ -58,6 +63,12 @@ __device__ void delta_scan(
         }
         ref_out[idx] = ref;
         primed_out[idx] = primed ? 1 : 0;
+        c += step_c;
+        b += step_b;
+        if (c >= C) {
+            c -= C;
+            ++b;
+        }
     }
 }
 

@@ -33,11 +33,18 @@ __device__ void lif_scan(
     T* __restrict__ spk,           // (B, T, H) out, 0/1
     T* __restrict__ mem,           // (B, T, H) out
     int B, int Tn, int H, int reset) {
-    // B * H < 2^31 (checked by the launcher); per-step offsets are 64-bit.
-    const int n = B * H;
-    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += gridDim.x * blockDim.x) {
-        const long long b = idx / H;
-        const int j = idx - (int)b * H;
+    // 64-bit lane index: B and H are each < 2^31, their product need not be, and idx + the
+    // grid stride runs past n before the loop ends (an int index overflowed near n = 2^31
+    // minus the grid).  kernels.launch.elementwise_launch checks n - 1 + stride fits.
+    const long long n = (long long)B * H;
+    // The stride and the first lane fit in int (the launcher's grid); (b, j) advance by
+    // the stride without a 64-bit division (a call that spilled registers in the loop).
+    const int stride = gridDim.x * blockDim.x;
+    const int step_b = stride / H, step_j = stride % H;
+    const int i0 = blockIdx.x * blockDim.x + threadIdx.x;
+    long long b = i0 / H;
+    int j = i0 % H;
+    for (long long idx = i0; idx < n; idx += stride) {
         const T be = beta[j];
         const T th = thr[j];
         T m = mem0[idx];
@@ -56,6 +63,12 @@ __device__ void lif_scan(
             }
             spk[o] = (m > th) ? T(1) : T(0);
             mem[o] = m;
+        }
+        j += step_j;
+        b += step_b;
+        if (j >= H) {
+            j -= H;
+            ++b;
         }
     }
 }

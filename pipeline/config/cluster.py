@@ -2,9 +2,54 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 from pipeline.config.validation import require
+
+# A worker's resident memory before it reads any data: 66 MiB bare, 160 MiB once our
+# imports, the default network and the store's reader are set up (`python
+# scripts/worker_memory.py`, 2026-12-02, LocalCluster, NumPy, distributed 2026.8.0).  Dask
+# pauses a worker at 80 % of its limit, so a limit below 160 / 0.8 = 200 MiB never runs a
+# region: it waited for ever with only Dask's "unmanaged memory" warning (issue 13).
+# Reading adds the store's shard pools (565 MiB after the warm reads of the demo store),
+# which pipeline.core.cluster.check_worker_memory checks on the running workers.
+WORKER_BASELINE_MIB = 160
+MEMORY_LIMIT_FLOOR_MIB = 200
+
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgtp]?i?)b?\s*$", re.IGNORECASE)
+_UNIT = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
+         "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
+
+
+def memory_limit_bytes(value) -> int | None:
+    """``cluster.memory_limit`` as bytes per worker; None for ``auto`` (Dask: system memory
+    / workers) and for 0 / ``none`` (no limit).  Accepts bytes, ``"4GB"``, ``"500MiB"``
+    and a fraction of system memory (``0.25``), as Dask does.  Raises ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in ("auto", "0", "none", ""):
+            return None
+        m = _SIZE.match(v)
+        if m is None:
+            raise ValueError(f"not a size: {value!r}")
+        num, unit = float(m.group(1)), m.group(2).lower()
+        if unit:
+            return int(num * _UNIT[unit])
+        value = num
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"not a size: {value!r}")
+    if value < 0:
+        raise ValueError("must not be negative")
+    if value == 0:
+        return None
+    if value <= 1:  # a fraction of the system's memory
+        return int(value * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return int(value)
 
 
 @dataclass
@@ -47,6 +92,18 @@ class ClusterConfig:
         require(self.kind != "address" or bool(self.address), "cluster.address",
                  "cluster=address needs cluster.address=tcp://host:port", self.address)
         require(self.connect_timeout_s > 0, "cluster.connect_timeout_s", "must be > 0", self.connect_timeout_s)
+        try:
+            limit = memory_limit_bytes(self.memory_limit)
+            why = ""
+        except ValueError as exc:
+            limit, why = None, str(exc)
+        require(not why, "cluster.memory_limit",
+                 f"must be auto, 0/none (no limit), bytes, a size such as 4GB or 500MiB, or a fraction of system "
+                 f"memory such as 0.25 ({why})", self.memory_limit)
+        require(limit is None or limit >= MEMORY_LIMIT_FLOOR_MIB * 2**20, "cluster.memory_limit",
+                 f"is below the floor of {MEMORY_LIMIT_FLOOR_MIB} MiB per worker: a worker holds about "
+                 f"{WORKER_BASELINE_MIB} MiB after set-up, before reading any data (measured, NumPy backend), "
+                 "and Dask pauses it at 80 % of its limit, so no region would ever run", self.memory_limit)
 
 
 SCALING_KINDS = ("fixed", "adaptive", "predictive")

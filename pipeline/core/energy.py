@@ -13,8 +13,9 @@ CPU packages are disjoint).  Modelled (source ``model``), from ``kernels.params.
 
     E = (mac * e_mac + acc * e_acc + nonlin * e_nonlin) * 1e-12   J   (e_* in pJ, config)
 
-an estimate of compute energy only, a lower bound (no memory traffic, idle or host
-power), from which no watts are derived.  The neuromorphic estimate prices the same
+an estimate of arithmetic energy only at 45 nm per-operation costs (Horowitz 2014): it
+leaves out memory traffic, idle and host power, but a newer process node costs less per
+operation, so it is not a bound on any real device either way; no watts are derived.  The neuromorphic estimate prices the same
 network's synaptic accumulates as spike events against its dense-equivalent MACs:
 
     E_event = mac * e_mac + acc * e_acc      E_dense = dense_mac * e_mac      ratio = E_dense / E_event
@@ -33,7 +34,8 @@ from typing import Protocol
 from kernels.params import OpCounts
 from pipeline.config import EnergyConfig
 
-MODEL_NOTE = "estimate of compute energy only (lower bound: no memory traffic, idle or host power)"
+MODEL_NOTE = ("estimate of arithmetic energy only at the configured per-op costs (45 nm by default): no memory "
+              "traffic, idle or host power, and not a bound on any real device")
 _PACKAGE_ZONE = re.compile(r"intel-rapl:\d+$")
 
 
@@ -183,7 +185,7 @@ def measured_between(before: Mapping[str, dict], after: Mapping[str, dict]) -> d
 
 
 class ModelledEnergy:
-    """Compute energy from operation counts, J (module docstring); a lower bound."""
+    """Compute energy from operation counts, J (module docstring); an estimate, not a bound."""
 
     def __init__(self, cfg: EnergyConfig) -> None:
         cfg.validate()

@@ -7,9 +7,12 @@ same :class:`ScaleLog`, from which worker-seconds and per-window pool sizes are 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,17 @@ def n_workers(client) -> int:
     return len(client.nthreads())
 
 
+def processing_on(keys, dask_scheduler=None) -> dict[str, str]:
+    """For ``client.run_on_scheduler``: the worker each of ``keys`` is processing on (keys
+    not processing are left out), so a late task's worker can be probed or restarted."""
+    out = {}
+    for k in keys:
+        ts = dask_scheduler.tasks.get(k)
+        if ts is not None and ts.processing_on is not None:
+            out[k] = ts.processing_on.address
+    return out
+
+
 class PoolSampler:
     """The pool size as the scheduler sees it, on the run's ``clock``.
 
@@ -91,6 +105,8 @@ class PoolSampler:
         self._last = -1e9
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.errors = 0  # failed samples (each logged once per distinct message)
+        self.last_error: str = ""
 
     def sample(self, force: bool = False) -> int:
         t = self.clock()
@@ -108,11 +124,19 @@ class PoolSampler:
         return self
 
     def _loop(self) -> None:
+        """Samples until :meth:`stop`; a failed sample (a scheduler that is slow to answer,
+        a closing client) is counted and logged, and the sampler keeps going: the pool
+        size it serves stays the last one read, never silently frozen for the run."""
         while not self._stop.wait(self.every_s):
             try:
                 self.sample(force=True)
-            except Exception:  # the client is closing
-                return
+            except Exception as exc:  # noqa: BLE001 -- counted, logged, and sampling goes on
+                self.errors += 1
+                msg = f"{type(exc).__name__}: {exc}"[:300]
+                if msg != self.last_error:
+                    log.warning("pool sampler: reading the pool size failed (%s); keeping the last size %d "
+                                "and trying again every %.2f s", msg, self.n, self.every_s)
+                self.last_error = msg
 
     def __call__(self) -> int:
         return self.n

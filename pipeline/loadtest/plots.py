@@ -22,7 +22,8 @@ def report_plots(report, out_dir: str | Path) -> list[Path]:
     ax.set(xticks=x, xticklabels=[p.name for p in report.phases], ylabel="throughput (requests/s)")
     ax2 = ax.twinx()
     ax2.plot(x, [np.nan if p.p99_ms is None else p.p99_ms for p in report.phases], "o-", color="tab:red")
-    ax2.set_ylabel("p99 latency (ms)", color="tab:red")
+    ax2.set_ylabel("p99 latency (ms, all requests)", color="tab:red")
+    ax.set_title("throughput (bars) and p99 latency (line) per phase")
     paths.append(_save(fig, out_dir / "throughput_p99.png"))
     if report.scale_log and report.scale_log.samples:
         fig = Figure(figsize=(8, 4))
@@ -31,8 +32,10 @@ def report_plots(report, out_dir: str | Path) -> list[Path]:
         ax.step(np.array(t) - report.t_start, n, where="post")
         for e in report.scale_log.events:
             ax.axvline(e.t - report.t_start, color="tab:green" if e.to > e.from_ else "tab:orange", ls="--")
+        _phase_marks(ax, report)
         ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.set(xlabel="time (s)", ylabel="workers", title="pool size and scale events (up green, down orange)")
+        ax.set(xlabel="time since the first arrival (s)", ylabel="workers",
+               title="pool size, scale events (up green, down orange), phase starts (grey)")
         paths.append(_save(fig, out_dir / "pool_size.png"))
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
@@ -40,10 +43,20 @@ def report_plots(report, out_dir: str | Path) -> list[Path]:
         if len(p.latencies_ms):
             lat = np.sort(p.latencies_ms)
             ax.step(lat, np.arange(1, len(lat) + 1) / len(lat), where="post", label=p.name)
-    ax.set(xscale="log", xlabel="latency (ms)", ylabel="fraction of completed requests", title="latency CDF")
+    ax.set(xscale="log", xlabel="latency (ms)", ylabel="fraction of requests (failed ones at their failure time)",
+           title="latency CDF per phase")
     ax.legend()
     paths.append(_save(fig, out_dir / "latency_cdf.png"))
     return paths
+
+
+def _phase_marks(ax, report) -> None:
+    """A grey line and the phase's name at each phase's scheduled start."""
+    for name, t in report.phase_starts:
+        x = t - report.t_start
+        ax.axvline(x, color="0.6", lw=0.8)
+        ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
+                    fontsize=7, color="0.4")
 
 
 def _save(fig, path: Path) -> Path:

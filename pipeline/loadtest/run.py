@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +15,30 @@ from kernels.params import OpCounts
 
 def run(cfg) -> dict:
     """``task=run`` with ``load=seed_phases``: every phase, the report, MLflow."""
+    from pipeline.core.cluster import check_worker_memory
     from pipeline.core.energy import neuromorphic_estimate, phase_energy, read_host_energy
     from pipeline.core.experiment import cluster_session, prepare, run_name, tracked
-    from pipeline.core.pool import PoolSampler, n_workers
-    from pipeline.loadtest.driver import Completions, roundtrip_floor, run_phase, warm_up
+    from pipeline.core.pool import PoolSampler, ScaleLog
+    from pipeline.loadtest.batcher import inflight_cap
+    from pipeline.loadtest.driver import (
+        Completions,
+        default_inflight_timeout,
+        records_of,
+        roundtrip_floor,
+        run_schedule,
+        warm_service_s,
+        warm_up,
+    )
     from pipeline.loadtest.report import (
         ClusterStatus,
         ModelSize,
         PhaseMeta,
         build_report,
         log_report,
+        workers_lost,
     )
-    from pipeline.loadtest.schedule import plan_phase, shard_warm_requests
+    from pipeline.loadtest.schedule import plan_schedule, shard_warm_requests
+    from pipeline.loadtest.supervise import Beside, Supervisor
 
     name = run_name(cfg, "load")
     out_dir = Path(cfg.paths.output_dir) / name
@@ -49,41 +62,85 @@ def run(cfg) -> dict:
         with cluster_session(exp, tracker, shared_paths=[store.parent], wait_for=exp.initial_workers,
                              warm=warm) as session:
             client, clock, scale_log, adaptive = session.client, session.clock, session.scale_log, session.adaptive
+            check_worker_memory(client)  # a paused worker would hold every request for ever
             warm_up(client, str(store), cfg, reader.n_steps)
             floor = roundtrip_floor(client)
+            if L.inflight_timeout_s is not None:
+                inflight_s, why = L.inflight_timeout_s, "load.inflight_timeout_s"
+            else:
+                service = warm_service_s(client, str(store), cfg, reader.n_steps)
+                cap = inflight_cap(cfg.scaling, exp.max_workers)
+                inflight_s = default_inflight_timeout(service, cap)
+                why = (f"10 x {cap} batches in flight x {service * 1e3:.0f} ms measured per full batch, "
+                       "at least 2 s")
+            print(f"deadlines: {L.request_timeout_s:g} s from arrival, {inflight_s:.2f} s in flight ({why})")
+            tracker.set_tags({"load.inflight_timeout_s": f"{inflight_s:.3f}", "load.inflight_timeout.source": why})
             # Adaptive pools record their own samples; a fixed pool is sampled here.
             workers_now = PoolSampler(client, clock, scale_log if adaptive is None else None, every_s=0.25).start()
             completions = Completions(clock)
-            print(f"phases: {', '.join(f'{p.name} {p.requests}' for p in L.scaled_phases())}")
-            for phase in L.scaled_phases():
-                before = client.run(read_host_energy, *energy_args)
-                reqs = plan_phase(rng, phase.requests, phase.rate_rps, clock() + 0.01, reader.n_steps,
-                                  L.window_steps, shard_recs, shard_steps)
-                recs, extra = run_phase(client, phase, reqs, cfg, str(store), clock, completions, adaptive,
-                                        workers_now)
-                after = client.run(read_host_energy, *energy_args)
-                done_t = [r.completion_s for r in recs if r.completion_s is not None]
-                duration = max(max(done_t, default=0.0) - reqs.arrival_s[0], 1e-6)
-                ops = extra["ops"]
-                total_ops = total_ops + ops
-                busy_s += extra["busy_s"]
-                completed = sum(r.ok for r in recs)
-                energy = phase_energy(completed, duration, cfg.energy, ops, before, after)
-                metas.append(PhaseMeta(phase.name, phase.rate_rps, energy, extra["lag_s"]))
-                records.extend(recs)
-                print(f"  {phase.name}: {completed}/{len(recs)} ok in {duration:.2f} s")
+            beside = Beside()
+            supervisor = Supervisor(client, clock, L.retire_after_misses, beside)
+            phases = L.scaled_phases()
+            print(f"phases: {', '.join(f'{p.name} {p.requests}' for p in phases)}")
+            plans = plan_schedule(rng, phases, clock() + 0.05, reader.n_steps, L.window_steps, shard_recs,
+                                  shard_steps)
+            reads: list[dict] = []
+
+            def read_energy() -> tuple[float, dict, float]:
+                t0 = clock()
+                snaps = client.run(read_host_energy, *energy_args, on_error="return")
+                return t0, {w: v for w, v in snaps.items() if isinstance(v, dict)}, clock()
+
+            def on_phase_start(k: int) -> None:  # beside the arrival loop: never blocks it
+                reads.append(beside.call(read_energy))
+                if k < len(plans):
+                    print(f"  {plans[k][0].name} starts at {clock():.2f} s")
+
+            served = run_schedule(client, plans, cfg, str(store), clock, completions, adaptive, workers_now,
+                                  inflight_timeout_s=inflight_s, on_phase_start=on_phase_start,
+                                  supervisor=supervisor)
+            if not supervisor.settle(60.0):
+                print("a worker retirement was still in progress after 60 s; the report lists what finished")
+            # The pool as it was when the last request finished: the Adaptive's own stop
+            # logs nothing that belongs in the report.
+            report_log = ScaleLog(list(scale_log.events), list(scale_log.samples))
+            snaps = [Beside.result(b, timeout=15.0) for b in reads]
             workers_now.stop()
-            healthy = n_workers(client)
-            scale_log.sample(clock(), healthy)
-        n_requests = max(len(records), 1)
+            healthy, n_end = _healthy_workers(client, beside)
+            report_log.sample(clock(), n_end)
+            records = records_of(served, plans, supervisor)
+            for k, (phase, reqs) in enumerate(plans):
+                recs = [r for r in records if r.phase == phase.name]
+                completed = sum(r.ok for r in recs)
+                a, b = snaps[k], snaps[k + 1]
+                if a is not None and b is not None:
+                    # Counters cover [read k, read k+1]; power divides by that same window.
+                    window = max((b[0] + b[2]) / 2 - (a[0] + a[2]) / 2, 1e-6)
+                    energy = phase_energy(completed, window, cfg.energy, served.ops[k], a[1], b[1])
+                else:
+                    done_t = [r.completion_s for r in recs if r.completion_s is not None]
+                    window = max(max(done_t, default=0.0) - reqs.arrival_s[0], 1e-6)
+                    energy = phase_energy(completed, window, cfg.energy, served.ops[k])
+                total_ops = total_ops + served.ops[k]
+                busy_s += served.busy_s[k]
+                start = float(reqs.arrival_s[0])
+                end = start + phase.scheduled_s() if k + 1 < len(plans) else None
+                metas.append(PhaseMeta(phase.name, phase.rate_rps, energy, scheduled_start_s=start,
+                                       scheduled_end_s=end))
+                print(f"  {phase.name}: {completed}/{len(recs)} ok")
+        n_counted = max(sum(served.counted), 1)
         n_ok = sum(r.ok for r in records)
         # Capacity: healthy workers / measured worker-seconds per request (read + compute).
         capacity = healthy * n_ok / busy_s if busy_s > 0 else None
+        retired = [(r.t, r.worker, r.reason, r.outcome) for r in supervisor.retired]
         report = build_report(
-            records, metas, cfg.slo, scale_log,
-            ClusterStatus(workers=healthy, healthy=healthy, capacity_rps=capacity),
+            records, metas, cfg.slo, report_log,
+            ClusterStatus(workers=n_end, healthy=healthy, capacity_rps=capacity,
+                          deadline_misses=served.deadline_misses, retired=retired,
+                          workers_lost=workers_lost(report_log, [r[0] for r in retired])),
             ModelSize(net.n_params, net.mflop_per_sequence(L.window_steps)),
-            neuromorphic_estimate(OpCounts(*(int(v / n_requests) for v in total_ops)), cfg.energy),
+            # Op counts come back with the batches that ran: divide by the requests in them.
+            neuromorphic_estimate(OpCounts(*(int(v / n_counted) for v in total_ops)), cfg.energy),
         )
         report.roundtrip_ms = floor
         text = report.markdown()
@@ -91,10 +148,26 @@ def run(cfg) -> dict:
         log_report(tracker, report, out_dir / "report")
         # The raw per-request records the report is computed from, so anyone can recompute it.
         tracker.log_artifact_text(json.dumps([dataclasses.asdict(r) for r in records]), "report/requests.json")
-        tracker.log_artifact_text(json.dumps({"events": [dataclasses.asdict(e) for e in scale_log.events],
-                                              "samples": scale_log.samples, "t_start": report.t_start}),
+        tracker.log_artifact_text(json.dumps({"events": [dataclasses.asdict(e) for e in report_log.events],
+                                              "samples": report_log.samples, "t_start": report.t_start,
+                                              "phase_starts": {p.name: float(r.arrival_s[0]) for p, r in plans},
+                                              "retired": retired}),
                                   "report/scale_log.json")
         tracker.log_metrics({"requests_total": len(records), "worker_busy_s": busy_s,
                              "service_ms_per_request": busy_s / max(n_ok, 1) * 1e3})
         print(f"MLflow: run {tracker.run_id} in experiment {tracker.experiment_id}; `make ui` to browse")
     return {"report": report, "run_id": tracker.run_id}
+
+
+def _healthy_workers(client, beside, timeout_s: float = 3.0) -> tuple[int, int]:
+    """(workers that answered a no-op within ``timeout_s``, workers the scheduler lists)."""
+    from pipeline.loadtest.driver import _noop
+
+    workers = list(client.nthreads())
+    boxes = [beside.call(client.run, _noop, workers=[w], on_error="return") for w in workers]
+    deadline = time.perf_counter() + timeout_s
+    ok = 0
+    for b in boxes:
+        if b["done"].wait(max(deadline - time.perf_counter(), 0.0)) and "error" not in b:
+            ok += all(not isinstance(v, BaseException) for v in b["value"].values())
+    return ok, len(workers)

@@ -32,6 +32,27 @@ def plan_phase(rng: np.random.Generator, n: int, rate: float | None, t0: float, 
     return Requests(recs, starts, arrival, shard)
 
 
+def plan_schedule(rng: np.random.Generator, phases: list, t0: float, n_steps: np.ndarray, window: int,
+                  shard_recordings: int, shard_steps: int) -> list[tuple]:
+    """``[(phase, Requests)]``: phase k starts at ``t0`` plus the scheduled lengths of the
+    phases before it (``LoadPhase.scheduled_s``), whatever happens to their requests."""
+    out, t = [], t0
+    for ph in phases:
+        out.append((ph, plan_phase(rng, ph.requests, ph.rate_rps, t, n_steps, window, shard_recordings,
+                                   shard_steps)))
+        t += ph.scheduled_s()
+    return out
+
+
+def concat(parts: list[Requests]) -> tuple[Requests, np.ndarray]:
+    """One schedule from consecutive phases' requests, and each request's phase index."""
+    cat = lambda name: np.concatenate([getattr(r, name) for r in parts])  # noqa: E731
+    reqs = Requests(cat("recordings"), cat("starts"), cat("arrival_s"), cat("shard"))
+    if np.any(np.diff(reqs.arrival_s) < 0):
+        raise ValueError("phase schedules overlap: a phase's arrivals run past the next phase's start")
+    return reqs, np.concatenate([np.full(len(r.arrival_s), k, np.int64) for k, r in enumerate(parts)])
+
+
 def shard_warm_requests(n_steps: np.ndarray, window: int, shard_recordings: int,
                         shard_steps: int) -> tuple[list[int], list[int]]:
     """One request window in every (recording shard, step shard) of the store that holds

@@ -206,7 +206,33 @@ def test_elementwise_and_event_launches():
     cfg = launch.elementwise_launch(10**8, H100)
     assert cfg.grid == (132 * 32, 1, 1) and cfg.block == (256, 1, 1)
     with pytest.raises(ValueError):
-        launch.elementwise_launch(2**31, H100)
+        launch.elementwise_launch(0, H100)
+    # Lanes past 2^31: the kernels index them in 64 bits (B and H each still < 2^31).
+    cfg = launch.elementwise_launch(2**31 + 5, H100)
+    assert cfg.grid == (132 * 32, 1, 1)
+
+
+def test_grid_stride_index_check():
+    """The launcher's overflow check: with the old 32-bit ``int`` index, n just below 2^31
+    passed the old ``n <= INT32_MAX`` check, yet idx + stride overflowed on the last
+    iteration; the check catches exactly that, and 64 bits clear it."""
+    int_max = 2**31 - 1
+    grid, threads = 132 * 32, 256
+    n = int_max - 100  # the old launcher accepted this
+    assert not launch.grid_stride_fits(n, grid, threads, int_max)
+    assert launch.grid_stride_fits(int_max - grid * threads + 1, grid, threads, int_max)
+    assert not launch.grid_stride_fits(int_max - grid * threads + 2, grid, threads, int_max)
+    assert launch.grid_stride_fits(n, grid, threads)  # 64-bit index
+    with pytest.raises(ValueError, match="grid-stride index reaches"):
+        launch.elementwise_launch(n, H100, index_max=int_max)
+    with pytest.raises(ValueError, match="grid-stride index reaches"):
+        launch.elementwise_launch(2**63 - 10, H100)
+
+
+def test_grid_stride_loops_use_a_64_bit_index():
+    for name in ("lif.cu", "encoders.cu"):
+        src = (Path(__file__).resolve().parents[2] / "kernels" / "cuda" / name).read_text()
+        assert "for (long long idx = " in src and "for (int idx" not in src, name
     cfg = launch.event_matmul_launch(7, 300, H100)
     assert cfg.grid == (7, 2, 1) and cfg.block == (256, 1, 1) and cfg.smem_bytes == 2 * 4 * 256
     with pytest.raises(ValueError):

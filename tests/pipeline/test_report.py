@@ -71,7 +71,8 @@ def test_phase_figures_recomputed_from_raw_records():
     for (name, _, n), p, m in zip(PHASES, rep.phases, _metas(), strict=True):
         mine = [r for r in recs if r.phase == name]
         good = [r for r in mine if r.ok]
-        lat = sorted((r.completion_s - r.arrival_s) * 1000 for r in good)
+        # Percentiles over ALL requests, a failed one at the time it was declared failed.
+        lat = sorted((r.completion_s - r.arrival_s) * 1000 for r in mine if r.completion_s is not None)
         t0 = min(r.arrival_s for r in mine)
         t1 = max(r.completion_s for r in mine if r.completion_s is not None)
         assert (p.requests, p.completed, p.failed) == (n, len(good), n - len(good))
@@ -87,7 +88,8 @@ def test_phase_figures_recomputed_from_raw_records():
     allgood = [r for r in recs if r.ok]
     assert h.total_requests == len(recs) and h.total_completed == len(allgood)
     assert h.peak_rps == max(p.throughput_rps for p in rep.phases)
-    assert h.scalability == pytest.approx(h.peak_rps / rep.phases[0].throughput_rps)
+    limited = max(p.throughput_rps for p in rep.phases if p.offered_rps is not None)  # no unlimited burst
+    assert h.scalability == pytest.approx(limited / rep.phases[0].throughput_rps)
     span = max(r.completion_s for r in recs if r.completion_s) - min(r.arrival_s for r in recs)
     assert h.average_rps == pytest.approx(len(allgood) / span)
     assert h.availability_pct == pytest.approx(100 * len(allgood) / len(recs)) and h.availability_pct <= 100
@@ -135,9 +137,11 @@ def test_markdown_plots_and_mlflow_handoff(tmp_path):
                        {"event_j": 1e-6, "dense_j": 3e-6, "ratio": 3.0, "assumptions": "compute only"})
     md = rep.markdown()
     for needle in ("## Headline", "| peak | 400 |", "| hyperscale | unlimited |", "## SLA compliance", "FAIL",
-                   "lower bound", "ratio 3.00x", "Assumptions: compute only", "MFLOP per request: 1.500",
+                   "not a bound on any real device", "ratio 3.00x", "| throughput, peak phase (hyperscale) |",
+                   "best rate-limited phase", "Assumptions: compute only", "MFLOP per request: 1.500",
                    "| down: test |"):
         assert needle in md, needle
+    assert "lower bound" not in md and "Mean power" not in md  # model energy only: no power column
 
     class FakeTracker:
         def __init__(self):
@@ -167,3 +171,17 @@ def test_markdown_plots_and_mlflow_handoff(tmp_path):
 def test_a_phase_without_records_is_an_error():
     with pytest.raises(ValueError, match="phase 'missing' has no request records"):
         build_report(_records(), _metas() + [PhaseMeta("missing")], SloConfig())
+
+
+def test_a_worker_lost_without_a_scale_event_is_counted():
+    from pipeline.loadtest.report import workers_lost
+
+    log = ScaleLog()
+    for t, n in [(0.0, 2), (1.0, 2), (2.0, 1), (3.0, 1), (20.0, 2), (30.0, 1)]:
+        log.sample(t, n)
+    log.record(29.5, 2, 1, "down: test")
+    assert workers_lost(log) == 1  # the drop at 2 s; the one at 30 s is the scale-down
+    assert workers_lost(log, retired_at=[1.5]) == 0  # a retirement explains it
+    rep = build_report(_records(), _metas(), SloConfig(), log, ClusterStatus(2, 2, 800.0, workers_lost=1))
+    assert "workers lost (the pool shrank with no scale-down event): 1" in rep.markdown()
+    assert rep.metrics()["cluster.workers_lost"] == 1.0
