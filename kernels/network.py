@@ -156,6 +156,43 @@ class FusionNetwork:
                              f"got {tuple(x.shape)} {x.dtype}")
         return self.backend.asarray(x)
 
+    def encode(self, camera: Any, lidar: Any, imu: Any, state: FusionState | None = None,
+               camera_valid: Any = None, lidar_valid: Any = None, imu_valid: Any = None) -> tuple[Any, FusionState]:
+        """The encoders alone, as :meth:`forward` runs them: the liquid (or LIF) layer's input
+        ``x (B, T, n_features)`` = [camera ON - OFF per pixel, LIDAR inverse range per beam,
+        IMU ON - OFF per sample and channel], and the state with the encoders advanced (the
+        liquid and spiking parts are passed through).  What a trainer feeds to ncps / snnTorch."""
+        xp = self.backend.xp
+        state = self.zero_state(camera.shape[0]) if state is None else state
+        (cam_on, cam_off, lid, imu_on, imu_off), cam_state, imu_state = self._encode(
+            camera, lidar, imu, state, camera_valid, lidar_valid, imu_valid)
+        x = xp.concatenate([cam_on - cam_off, lid, imu_on - imu_off], axis=2).astype(self.dtype, copy=False)
+        return x, FusionState(cam_state, imu_state, state.liquid, state.lif)
+
+    def _encode(self, camera, lidar, imu, state, camera_valid, lidar_valid, imu_valid):
+        """Checked inputs through the three encoders: ((cam_on, cam_off, lid, imu_on, imu_off), cam, imu state)."""
+        c, xp = self.config, self.backend.xp
+        B, T = camera.shape[:2]
+        camera = self._check("camera", camera, (B, T, *c.camera), "uf")
+        lidar = self._check("lidar", lidar, (B, T, c.beams), "f")
+        imu = self._check("imu", imu, (B, T, c.imu_per_step, IMU_CHANNELS), "f")
+        valid = [xp.ones(s, bool) if v is None else self._check(n, v, s, "b") for n, v, s in (
+            ("camera_valid", camera_valid, (B, T)), ("lidar_valid", lidar_valid, (B, T)),
+            ("imu_valid", imu_valid, (B, T, c.imu_per_step)))]
+        for name, x, v in (("lidar", lidar, valid[1][..., None]), ("imu", imu, valid[2][..., None])):
+            if bool(xp.any(xp.isnan(x) & v)):
+                raise ValueError(f"FusionNetwork.forward: {name} has NaN at steps marked valid")
+        if bool(xp.any(xp.isinf(imu) & valid[2][..., None])):
+            raise ValueError("FusionNetwork.forward: imu has Inf at samples marked valid")
+
+        (cam_on, cam_off), cam_state = self.camera_enc.forward(camera, state.camera, valid[0])
+        lid, _ = self.lidar_enc.forward(lidar, None, valid[1])
+        S = c.imu_per_step
+        (imu_on, imu_off), imu_state = self.imu_enc.forward(
+            imu.reshape(B, T * S, IMU_CHANNELS).astype(self.dtype), state.imu, valid[2].reshape(B, T * S))
+        imu_on, imu_off = imu_on.reshape(B, T, c.n_imu), imu_off.reshape(B, T, c.n_imu)
+        return (cam_on, cam_off, lid, imu_on, imu_off), cam_state, imu_state
+
     def forward(self, camera: Any, lidar: Any, imu: Any, state: FusionState | None = None, dt: Any = None,
                 camera_valid: Any = None, lidar_valid: Any = None, imu_valid: Any = None,
                 features: bool = False) -> tuple[NetworkOutput, FusionState]:
@@ -178,27 +215,11 @@ class FusionNetwork:
         features (B, T, hidden + lif_units) dtype or None)
         FusionState after the block
         """
-        c, xp = self.config, self.backend.xp
-        B, T = camera.shape[:2]
-        camera = self._check("camera", camera, (B, T, *c.camera), "uf")
-        lidar = self._check("lidar", lidar, (B, T, c.beams), "f")
-        imu = self._check("imu", imu, (B, T, c.imu_per_step, IMU_CHANNELS), "f")
-        valid = [xp.ones(s, bool) if v is None else self._check(n, v, s, "b") for n, v, s in (
-            ("camera_valid", camera_valid, (B, T)), ("lidar_valid", lidar_valid, (B, T)),
-            ("imu_valid", imu_valid, (B, T, c.imu_per_step)))]
-        for name, x, v in (("lidar", lidar, valid[1][..., None]), ("imu", imu, valid[2][..., None])):
-            if bool(xp.any(xp.isnan(x) & v)):
-                raise ValueError(f"FusionNetwork.forward: {name} has NaN at steps marked valid")
-        if bool(xp.any(xp.isinf(imu) & valid[2][..., None])):
-            raise ValueError("FusionNetwork.forward: imu has Inf at samples marked valid")
-        state = self.zero_state(B) if state is None else state
-
-        (cam_on, cam_off), cam_state = self.camera_enc.forward(camera, state.camera, valid[0])
-        lid, _ = self.lidar_enc.forward(lidar, None, valid[1])
-        S = c.imu_per_step
-        (imu_on, imu_off), imu_state = self.imu_enc.forward(
-            imu.reshape(B, T * S, IMU_CHANNELS).astype(self.dtype), state.imu, valid[2].reshape(B, T * S))
-        imu_on, imu_off = imu_on.reshape(B, T, c.n_imu), imu_off.reshape(B, T, c.n_imu)
+        xp = self.backend.xp
+        state = self.zero_state(camera.shape[0]) if state is None else state
+        (cam_on, cam_off, lid, imu_on, imu_off), cam_state, imu_state = self._encode(
+            camera, lidar, imu, state, camera_valid, lidar_valid, imu_valid)
+        B, T = cam_on.shape[:2]
         ops = self.camera_enc.last_ops
 
         first = None  # the split projection's output: CfC's u, or the LIF current

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pipeline.config.validation import require
 
 EVAL_SPLITS = ("test", "validation", "train", "all")
-TRAINER_KINDS = ("ridge",)
+TRAINER_KINDS = ("ridge", "bptt")
 
 
 @dataclass
@@ -43,11 +43,22 @@ class EvalConfig:
 @dataclass
 class TrainerConfig:
     """``ridge``: the readout alone, fitted on Dask from per-region sufficient statistics
-    with the penalty chosen from ``lambdas`` on the validation split."""
+    with the penalty chosen from ``lambdas`` on the validation split.  ``bptt``: the whole
+    network (liquid, spiking, readout) in PyTorch by truncated backpropagation through time
+    over ``tbptt_steps``-step blocks of ``batch_recordings`` recordings, Adam at ``lr``,
+    at most ``epochs`` epochs, stopping after ``patience`` epochs without a better
+    validation loss; registered in MLflow's model registry as ``register_as``."""
 
     kind: str = "ridge"
     lambdas: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0])
     output: str | None = None  # the trained weights file; default <output_dir>/trained/<run>.npz
+    epochs: int = 12
+    batch_recordings: int = 32
+    tbptt_steps: int = 100
+    lr: float = 3e-3
+    patience: int = 3
+    seed: int = 0
+    register_as: str | None = None  # bptt: the registered model's name (None: neuroliquid-<model.kind>)
 
     def validate(self, prefix: str = "trainer") -> None:
         require(self.kind in TRAINER_KINDS, f"{prefix}.kind", f"must be one of {', '.join(TRAINER_KINDS)}",
@@ -57,3 +68,10 @@ class TrainerConfig:
                 f"{prefix}.lambdas", "must be a non-empty list of penalties > 0", self.lambdas)
         require(self.output is None or str(self.output).endswith((".npz", ".safetensors")), f"{prefix}.output",
                 "must be a .npz or .safetensors path", self.output)
+        for key in ("epochs", "batch_recordings", "tbptt_steps", "patience"):
+            require(isinstance(getattr(self, key), int) and getattr(self, key) >= 1, f"{prefix}.{key}",
+                    "must be an integer >= 1", getattr(self, key))
+        require(math.isfinite(self.lr) and self.lr > 0, f"{prefix}.lr", "must be a learning rate > 0", self.lr)
+        require(self.seed >= 0, f"{prefix}.seed", "must be >= 0", self.seed)
+        require(self.register_as is None or bool(str(self.register_as).strip()), f"{prefix}.register_as",
+                "must name a registered model, or be null", self.register_as)

@@ -18,6 +18,8 @@ class BackendConfig:
     def validate(self) -> None:
         require(self.name in ("auto", "numpy", "cupy"), "backend.name", "must be auto, numpy or cupy", self.name)
         require(self.threads >= 1, "backend.threads", "must be >= 1", self.threads)
+        require(self.name != "cupy" or self.threads == 1, "backend.threads",
+                 "sets NumPy's threads per worker and does not apply to backend=cupy (leave it at 1)", self.threads)
 
 
 @dataclass
@@ -25,7 +27,8 @@ class ModelConfig:
     """The network (DESIGN.md): encoders -> liquid layer -> LIF -> readout.
 
     ``kind``: fusion (CfC + LIF), cfc, ltc (LTC + LIF-free), lif (spiking only).
-    ``weights``: a .npz / .safetensors file to load instead of the seeded init.
+    ``weights``: a .npz / .safetensors file to load instead of the seeded init, or a
+    registered model: ``models:/<name>/<version>``, ``models:/<name>/latest``, ``models:/<name>@<alias>``.
     """
 
     kind: str = "fusion"  # fusion | cfc | ltc | lif
@@ -56,7 +59,9 @@ class ModelConfig:
         require(self.reset_mechanism in ("subtract", "zero", "none"), "model.reset_mechanism",
                  "must be subtract, zero or none", self.reset_mechanism)
         require(self.dtype in ("float32", "float64"), "model.dtype", "must be float32 or float64", self.dtype)
-        if self.weights:
+        if self.weights and str(self.weights).startswith("models:/"):
+            pass  # a registered model: resolved against tracking.uri when the run starts
+        elif self.weights:
             p = Path(self.weights).expanduser().resolve()
             require(p.suffix in (".npz", ".safetensors"), "model.weights", "must be a .npz or .safetensors file", self.weights)
             require(p.is_file(), "model.weights", "file not found", str(p))

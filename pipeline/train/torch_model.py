@@ -1,0 +1,126 @@
+"""The trainable part of the fusion network in PyTorch, and its export to the kernels.
+
+The encoders stay fixed preprocessing computed by ``kernels`` exactly as at inference
+(:meth:`kernels.network.FusionNetwork.encode`); what trains is the rest, built from the
+peers users train with, so that :mod:`kernels.interop` exports it without translation:
+
+    x (B, T, F) -> ncps CfC / LTC (constant timespan 1.0) -> h (B, T, hidden)
+                -> Linear(hidden, lif_units) -> snnTorch Leaky (surrogate gradient) -> s
+    y = Linear([h, s]) (B, T, 3)    (the readout; without a liquid layer the LIF current is
+                                     Linear(x), without LIF the readout reads h alone)
+
+ncps squeezes per-sample timespans so that they broadcast over units, which is wrong for a
+batch (mlech26l/ncps#83): no timespans are passed (1.0 per step, as the kernels default).
+Training sees standardised speed and yaw rate and the obstacle logit; :func:`export`
+folds the target scaling into the readout so the kernels' ``y`` is in physical units.
+Only this module and :mod:`pipeline.train.bptt` import torch (the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+EXTRA_HINT = "trainer=bptt needs the train extra: pip install -e '.[train]' (torch, ncps, snntorch)"
+
+
+class MissingExtra(ImportError):
+    """The optional ``train`` extra is not installed (the message names it)."""
+
+
+def import_torch():
+    """``(torch, ncps.torch, snntorch)``, or :class:`MissingExtra` naming what is missing."""
+    try:
+        import ncps.torch as ncps_torch
+        import snntorch
+        import torch
+    except ImportError as exc:
+        raise MissingExtra(f"{EXTRA_HINT}; missing: {exc.name or exc}") from None
+    return torch, ncps_torch, snntorch
+
+
+def build(config, seed: int, dtype: str = "float32"):
+    """A ``torch.nn.Module`` for ``config`` (a kernels FusionConfig), seeded."""
+    torch, ncps_torch, snn = import_torch()
+    from snntorch import surrogate
+
+    torch.manual_seed(seed)
+
+    class Fusion(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            c = config
+            self.liquid = None
+            if c.liquid == "cfc":
+                self.liquid = ncps_torch.CfC(c.n_features, c.hidden, mode=c.cfc_mode, activation=c.activation,
+                                             backbone_units=c.backbone_units, backbone_layers=c.backbone_layers,
+                                             return_sequences=True, batch_first=True)
+            elif c.liquid == "ltc":
+                self.liquid = ncps_torch.LTC(c.n_features, c.hidden, ode_unfolds=c.ode_unfolds,
+                                             return_sequences=True, batch_first=True)
+            n_liquid = c.hidden if self.liquid is not None else 0
+            self.syn = self.lif = None
+            n_read = n_liquid
+            if c.spiking:
+                self.syn = torch.nn.Linear(n_liquid or c.n_features, c.lif_units)
+                self.lif = snn.Leaky(beta=c.beta, threshold=c.threshold, reset_mechanism=c.reset,
+                                     spike_grad=surrogate.fast_sigmoid())
+                n_read += c.lif_units
+            self.readout = torch.nn.Linear(n_read, c.n_outputs)
+
+        def forward(self, x, state):
+            """``x (B, T, F)``, ``state = (h0 | None, mem0 | None)`` -> ``(y, spikes, state)``."""
+            h0, mem = state
+            h, hT = None, None
+            if self.liquid is not None:
+                h, hT = self.liquid(x, h0)
+            parts = [] if h is None else [h]
+            spikes = None
+            if self.lif is not None:
+                cur = self.syn(x if h is None else h)
+                mem = torch.zeros_like(cur[:, 0]) if mem is None else mem
+                out = []
+                for t in range(cur.shape[1]):
+                    s, mem = self.lif(cur[:, t], mem)
+                    out.append(s)
+                spikes = torch.stack(out, dim=1).to(cur.dtype)
+                parts.append(spikes)
+            y = self.readout(torch.cat(parts, dim=-1))
+            return y, spikes, (hT, mem)
+
+    model = Fusion()
+    return model.double() if dtype == "float64" else model
+
+
+def export(model, config, backend, scale: np.ndarray | None = None, shift: np.ndarray | None = None):
+    """The trained ``model`` as a :class:`kernels.network.FusionNetwork` on ``backend``.
+
+    ``y_physical = y_trained * scale + shift`` per output (None: 1 and 0) is folded into
+    the readout, so the kernels compute targets in physical units."""
+    from kernels.interop import cfc_from_ncps, lif_from_snntorch, ltc_from_ncps, to_numpy
+    from kernels.network import FusionNetwork
+
+    c = config
+    liquid = None
+    if c.liquid == "cfc":
+        liquid = cfc_from_ncps(model.liquid.state_dict(), mode=c.cfc_mode, activation=c.activation,
+                               backbone_layers=c.backbone_layers)
+    elif c.liquid == "ltc":
+        liquid = ltc_from_ncps(model.liquid.state_dict(), ode_unfolds=c.ode_unfolds)
+    lif = lif_w = lif_b = None
+    if c.spiking:
+        lif = lif_from_snntorch(model.lif.beta, model.lif.threshold, c.reset, units=c.lif_units)
+        lif_w, lif_b = to_numpy(model.syn.weight).T.copy(), to_numpy(model.syn.bias).copy()
+    w, b = to_numpy(model.readout.weight).T.astype(np.float64), to_numpy(model.readout.bias).astype(np.float64)
+    k = w.shape[1]
+    scale = np.ones(k) if scale is None else np.asarray(scale, np.float64)
+    shift = np.zeros(k) if shift is None else np.asarray(shift, np.float64)
+    dt = np.dtype(c.dtype)
+    return FusionNetwork.from_parts(c, backend, liquid=liquid, lif=lif, lif_w=_cast(lif_w, dt),
+                                    lif_b=_cast(lif_b, dt), readout_w=(w * scale).astype(dt),
+                                    readout_b=(b * scale + shift).astype(dt))
+
+
+def _cast(a: Any, dt: np.dtype):
+    return None if a is None else np.asarray(a).astype(dt)

@@ -1,0 +1,170 @@
+"""Learning, part 2: ``trainer=bptt`` -- export parity with the kernels in float64, a loss
+that falls, reproducible and resumable training, the trained file through the batch
+pipeline, the model registry's ``models:/`` URIs, and the missing extra's one-line error."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from _pipeline_helpers import base_overrides, compose_config, mlflow_runs, tracking_uri
+from threadpoolctl import threadpool_limits
+
+torch = pytest.importorskip("torch")  # the train extra; make test installs it
+
+TINY = ["task=train", "trainer=bptt", "trainer.batch_recordings=8", "trainer.tbptt_steps=50", "model.hidden=8",
+        "model.lif_units=8", "model.backbone_units=8"]
+
+
+@pytest.fixture
+def cfg(store, tmp_path, mlflow_uri):
+    def make(*extra: str):
+        return compose_config(base_overrides(store, tmp_path) + list(extra))
+
+    return make
+
+
+@pytest.mark.parametrize("kind", ["fusion", "ltc", "lif"])
+def test_export_gives_the_torch_models_outputs_in_float64(store, kind):
+    from kernels import get_backend
+    from kernels.network import FusionNetwork
+    from pipeline.config import ModelConfig
+    from pipeline.core.network import Geometry, fusion_config
+    from pipeline.data import MicroBatch, open_reader, read_batch
+    from pipeline.train.torch_model import build, export
+
+    mc = ModelConfig(kind=kind, hidden=10, lif_units=12, backbone_units=8, dtype="float64", threshold=0.5)
+    fc = fusion_config(mc, Geometry.of_store(open_reader(store), 10))
+    be = get_backend("numpy")
+    b = read_batch(MicroBatch(store, (0, 8), (0, 60), 0), "fail")
+    x, _ = FusionNetwork.init(fc, be).encode(b.camera, b.lidar, b.imu, camera_valid=b.camera_valid,
+                                             lidar_valid=b.lidar_valid, imu_valid=b.imu_valid)
+    model = build(fc, seed=3, dtype="float64")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+        y, spikes, _ = model(torch.from_numpy(np.asarray(x)), (None, None))
+    scale, shift = np.array([0.7, 0.2, 1.0]), np.array([1.5, 0.0, 0.0])
+    net = export(model, fc, be, scale=scale, shift=shift)
+    out, _ = net.forward(b.camera, b.lidar, b.imu, camera_valid=b.camera_valid, lidar_valid=b.lidar_valid,
+                         imu_valid=b.imu_valid)
+    np.testing.assert_allclose(out.y, y.numpy() * scale + shift, rtol=0, atol=1e-9)
+    if spikes is not None:
+        assert spikes.sum() > 0  # the spiking path was exercised
+        np.testing.assert_array_equal(out.spike_counts, spikes.numpy().sum(-1))
+
+
+def test_training_lowers_the_loss_is_reproducible_and_resumes(cfg, tmp_path):
+    from kernels.weights import load_arrays, network_info
+    from pipeline.train.bptt import run
+
+    with threadpool_limits(1):
+        a = run(cfg(*TINY, "trainer.epochs=2", "trainer.patience=5", "tracking.run_name=a"))
+        b = run(cfg(*TINY, "trainer.epochs=1", "tracking.run_name=b", "trainer.output=" + str(tmp_path / "b1.npz")))
+        b2 = run(cfg(*TINY, "trainer.epochs=2", "trainer.patience=5", "tracking.run_name=b", "resume=b"))
+    runs = {r.info.run_name: r for r in mlflow_runs(tracking_uri(tmp_path))}
+    client = __import__("mlflow").tracking.MlflowClient(tracking_uri(tmp_path))
+    losses = [m.value for m in sorted(client.get_metric_history(runs["a"].info.run_id, "train.loss"),
+                                      key=lambda m: m.step)]
+    assert len(losses) == 2 and losses[1] < losses[0]  # the loss falls
+    assert b["epochs_run"] == 1 and b2["epochs_run"] == 1  # the resumed run trained epoch 2 only
+    wa, wb = load_arrays(a["weights"])[0], load_arrays(b2["weights"])[0]
+    assert wa.keys() == wb.keys()
+    for k in wa:  # straight through = interrupted after epoch 1 and resumed, bit for bit
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+    info = network_info(a["weights"])
+    assert info["trainer"] == "bptt" and info["split"]["test"] and info["training_store"]["input_fingerprint"]
+    assert set(info["target_scaling"]) >= {"speed", "yaw_rate"}
+
+
+def test_trained_weights_run_from_the_registry_with_y_in_physical_units(cfg, tmp_path):
+    from pipeline.batch.run import run as batch_run
+    from pipeline.core.registry import RegistryError, resolve
+    from pipeline.train.bptt import run
+
+    with threadpool_limits(1):
+        trained = run(cfg(*TINY, "trainer.epochs=1", "tracking.run_name=reg"))
+    uri = tracking_uri(tmp_path)
+    assert trained["model_uri"].endswith("/1")
+    for ref in ("models:/neuroliquid-fusion/1", "models:/neuroliquid-fusion/latest", "models:/neuroliquid-fusion@current"):
+        path = resolve(ref, uri, tmp_path / "dl")
+        assert path.read_bytes() == Path(trained["weights"]).read_bytes(), ref
+    with pytest.raises(RegistryError, match="not in the registry"):
+        resolve("models:/neuroliquid-fusion/9", uri, tmp_path / "dl")
+    with pytest.raises(RegistryError, match="expected models:/"):
+        resolve("models:/x/y/z", uri, tmp_path / "dl")
+
+    summary = batch_run(cfg("model.weights=models:/neuroliquid-fusion@current", "tracking.run_name=scored"))
+    ds = xr.open_zarr(summary["output_store"]).load()
+    from test_run import _reference
+
+    with threadpool_limits(1):
+        y_ref, _ = _reference(cfg(), Path(summary["weights"]))
+    np.testing.assert_array_equal(ds.y.values, y_ref)
+    speed = ds.y.values[..., 0][ds.valid.values]
+    assert 0.0 < np.median(speed) < 5.0  # m/s: the standardisation is folded back
+    scored = [r for r in mlflow_runs(uri) if r.info.run_name == "scored"][0]
+    assert scored.data.tags["model.trained"] == "true"
+
+
+def test_a_missing_train_extra_is_one_line_naming_it(cfg, monkeypatch):
+    from pipeline.train.bptt import run
+    from pipeline.train.torch_model import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "snntorch", None)  # import snntorch -> ImportError
+    with pytest.raises(MissingExtra) as err:
+        run(cfg(*TINY))
+    assert "\n" not in str(err.value) and "pip install -e '.[train]'" in str(err.value)
+    assert "snntorch" in str(err.value)
+
+
+def test_float32_kernels_score_as_float64_within_1e_3(cfg, store):
+    """In float32 a spike flip at a threshold tie changes the rest of a recording, so the
+    float32 network is compared with the float64 one on the task metrics, not bit for bit."""
+    import dataclasses
+
+    from kernels import get_backend
+    from kernels.network import FusionNetwork
+    from pipeline.core.metrics import EvalParts
+    from pipeline.data import MicroBatch, open_reader, read_batch
+    from pipeline.train.bptt import run
+
+    with threadpool_limits(1):
+        trained = run(cfg(*TINY, "trainer.epochs=1", "tracking.run_name=f32"))
+    be = get_backend("numpy")
+    f32 = FusionNetwork.load(trained["weights"], be)
+    p = f32.parts
+    f64 = FusionNetwork.from_parts(dataclasses.replace(f32.config, dtype="float64"), be, liquid=p["liquid"],
+                                   lif=p["lif"], lif_w=p["lif_w"], lif_b=p["lif_b"], readout_w=p["readout_w"],
+                                   readout_b=p["readout_b"])
+    reader = open_reader(store)
+    scores = {}
+    for name, net in (("f32", f32), ("f64", f64)):
+        parts, state = EvalParts(), None
+        for k in range(4):
+            b = read_batch(MicroBatch(store, (0, reader.n_recordings), (k * 50, (k + 1) * 50), k), "fail")
+            out, state = net.forward(b.camera, b.lidar, b.imu, state, camera_valid=b.camera_valid,
+                                     lidar_valid=b.lidar_valid, imu_valid=b.imu_valid)
+            use = b.valid & np.isfinite(b.targets).all(-1)
+            parts = parts + EvalParts.of(np.asarray(out.y, np.float64), b.targets, use)
+        scores[name] = parts.metrics()
+    for key, v64 in scores["f64"].items():
+        assert abs(scores["f32"][key] - v64) <= 1e-3, (key, scores["f32"][key], v64)
+
+
+def test_pareto_front_and_the_sweep_report(tmp_path):
+    from pipeline.core.pareto import pareto_front, sweep_report
+
+    score = np.array([0.5, 0.7, 0.6, 0.9, 0.4])
+    cost = np.array([1.0, 2.0, 3.0, 5.0, 0.5])  # joules: lower is better
+    np.testing.assert_array_equal(pareto_front(score, cost, "min"), [True, True, False, True, True])
+    np.testing.assert_array_equal(pareto_front(score, -cost, "max"), [True, True, False, True, True])
+    children = [{"name": f"h{i}", "eval.speed.r2": s, "eval.yaw_rate.r2": s, "eval.obstacle.accuracy": s,
+                 "energy.modelled_j_per_sequence": c, "inference.seq_per_s": 100 / c}
+                for i, (s, c) in enumerate(zip(score, cost, strict=True))] + [{"name": "failed"}]
+    paths, table = sweep_report(children, tmp_path)
+    assert len(paths) == 6 and all(p.stat().st_size > 10_000 for p in paths)
+    assert "| h3 |" in table and "1 child run(s) without every figure left out" in table
