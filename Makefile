@@ -9,12 +9,12 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export MLFLOW_ENABLE_TELEMETRY ?= false
 export DO_NOT_TRACK ?= true
 
-.PHONY: test bench run ui lint clean-venv
+.PHONY: test bench run train ui lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,compare]"
+	$(PY) -m pip install -q -e ".[dev,compare,train,import]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -29,6 +29,9 @@ bench: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/neuroliquid
+
+train: $(STAMP)
+	$(VENV)/bin/neuroliquid experiment=train_bptt
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \

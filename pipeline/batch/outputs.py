@@ -11,8 +11,12 @@ marker is missing.
 
 Layout (an xarray Dataset that opens with ``xr.open_zarr``)::
 
-    y(recording, step, output)          float32  readout per model step (NaN where invalid)
+    y(recording, step, output)          float32  readout per model step (NaN where invalid);
+                                                 output = speed [m s-1], yaw_rate [rad s-1],
+                                                 obstacle_score [1, a logit: > 0 means ahead]
     spikes(recording, step)             float32  spikes of the spiking layer per step
+
+Units, long names and the ``run/`` subgroup (the run's config): ``output_meta.py``.
     valid(recording, step)              bool     False: padding past the end, quarantined
     quarantined(recording, block)       bool     the block was masked by the quarantine policy
     restarted(recording, block)         bool     state restarted from zero at this block
@@ -29,6 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.batch.output_meta import (  # noqa: F401 (re-exported: the output store's API)
+    _VAR_ATTRS,
+    OUTPUT_LONG_NAMES,
+    OUTPUT_UNITS,
+    OUTPUTS,
+    RUN_GROUP,
+    _output_coords,
+    _run_attrs,
+    add_mlflow_run,
+    mlflow_runs,
+    stored_config,
+)
 from pipeline.data.zarr_io import get_many, set_many
 
 
@@ -79,20 +95,32 @@ def _template(layout: OutputLayout, step_ns: np.ndarray, recording_ids: np.ndarr
     }
     for name, shape, dtype in layout.state_specs:
         dims = ("recording", "block") + tuple(f"{name}_dim{i}" for i in range(len(shape)))
-        data[f"state_{name}"] = (dims, da.zeros((R, K, *shape), dtype=dtype, chunks=(rg, 1, *shape)))
+        data[f"state_{name}"] = (dims, da.zeros((R, K, *shape), dtype=dtype, chunks=(rg, 1, *shape)),
+                                 {"long_name": f"final {name} state of each block (carried to the next)",
+                                  "units": "1"})
+    for name, var_attrs in _VAR_ATTRS.items():
+        data[name] = (*data[name], var_attrs)
     coords = {
-        "recording": recording_ids,
-        "step": np.arange(S),
+        "recording": ("recording", recording_ids, {"long_name": "recording index in the input store"}),
+        "step": ("step", np.arange(S), {"long_name": "model step index", "units": "1"}),
         "t_step": (("step",), step_ns.astype("i8"), {"units": "ns", "long_name": "step time from recording start"}),
-        "block": np.arange(K),
-        "group": np.arange(G),
+        "block": ("block", np.arange(K), {"long_name": "time block index (data.steps_per_block steps)"}),
+        "group": ("group", np.arange(G), {"long_name": "recording group index (data.recordings_per_batch)"}),
+        **_output_coords(n_out),
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
 def create(path: Path, layout: OutputLayout, *, step_ns: np.ndarray, recording_ids: np.ndarray,
-           fingerprints: dict[str, str], attrs: dict | None = None) -> None:
-    """Client side, once: write every array's metadata and the coordinates; no chunk data."""
+           fingerprints: dict[str, str], attrs: dict | None = None,
+           fingerprinted: dict | None = None, config: dict | None = None) -> None:
+    """Client side, once: write every array's metadata and the coordinates; no chunk data.
+
+    ``fingerprinted``: the settings behind the ``config`` fingerprint, flat (``{"model.hidden": 64}``),
+    so a refused resume names each differing key; ``config``: the run's whole resolved
+    config, flat, which ``resume=<run>`` restores (:func:`stored_config`).  Both go in the
+    attrs of the subgroup ``run/`` (``xr.open_zarr`` opens the root only), so the dataset
+    itself stays the same for any run name, cluster or tracking settings."""
     ds = _template(layout, step_ns, recording_ids, {
         **(attrs or {}),
         "fingerprints": json.dumps(fingerprints, sort_keys=True),
@@ -111,11 +139,19 @@ def create(path: Path, layout: OutputLayout, *, step_ns: np.ndarray, recording_i
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=encoding,
                    write_empty_chunks=True, consolidated=True)
+    zarr.open_group(str(Path(path) / RUN_GROUP), mode="w-", zarr_format=3, attributes={
+        "config": json.dumps(config or {}, sort_keys=True, default=str),
+        "fingerprinted": json.dumps(fingerprinted or {}, sort_keys=True, default=str)})
 
 
-def check_resumable(path: Path, fingerprints: dict[str, str]) -> None:
-    """Refuse a store whose config, weights, input data or backend differ from this run's;
-    warn (naming both commits) when it was written by another code version."""
+_WHAT = {"weights": "the weights file's content", "input": "the input store's files (zarr.json, chunk sizes, mtimes)",
+         "backend": "the backend the workers resolve"}
+
+
+def check_resumable(path: Path, fingerprints: dict[str, str], fingerprinted: dict | None = None) -> None:
+    """Refuse a store whose config, weights, input data or backend differ from this run's,
+    naming every differing setting with both values (``fingerprinted``: this run's flat
+    fingerprinted settings, compared with the ones the store recorded)."""
     import zarr
 
     if not Path(path).exists():
@@ -123,11 +159,25 @@ def check_resumable(path: Path, fingerprints: dict[str, str]) -> None:
     attrs = zarr.open_group(str(path), mode="r").attrs
     stored = json.loads(attrs.get("fingerprints", "{}"))
     diff = sorted(k for k in set(stored) | set(fingerprints) if stored.get(k) != fingerprints.get(k))
-    if diff:
-        raise ResumeError(
-            f"resume: {path} was written by a different run: {', '.join(diff)} differ "
-            f"(stored {[stored.get(k) for k in diff]}, now {[fingerprints.get(k) for k in diff]})"
-        )
+    if not diff:
+        return
+    details = []
+    for k in diff:
+        run_attrs = _run_attrs(path)
+        if k == "config" and fingerprinted is not None and run_attrs.get("fingerprinted"):
+            old = json.loads(run_attrs["fingerprinted"])
+            now = json.loads(json.dumps(fingerprinted, default=str))
+            keys = sorted(key for key in set(old) | set(now) if old.get(key) != now.get(key))
+            details += [f"{key}: stored {old.get(key)!r}, now {now.get(key)!r}" for key in keys]
+        elif k == "backend":
+            details.append(f"backend: stored {stored.get(k)!r}, now {fingerprints.get(k)!r}")
+        else:
+            details.append(f"{k} ({_WHAT.get(k, 'settings')}): stored fingerprint {stored.get(k)}, "
+                           f"now {fingerprints.get(k)}")
+    raise ResumeError(
+        f"resume: {path} was written by a different run: {', '.join(diff)} differ: " + "; ".join(details)
+        + ". Resume restores the run's own settings: leave these overrides out (docs/pipeline.md, Resume)"
+    )
 
 
 def code_version_note(path: Path, commit: str) -> str | None:

@@ -8,6 +8,7 @@ process writes to MLflow).  ``resume=<run>`` re-executes only regions without a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,12 +26,22 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+FINGERPRINTED_DATA = ("imu_window", "recordings_per_batch", "steps_per_block", "policy", "model_rate_hz")
+
+
+def fingerprinted(cfg: Config) -> dict[str, object]:
+    """The settings behind the ``config`` fingerprint, flat (``{"model.hidden": 64, ...}``):
+    ``data.<FINGERPRINTED_DATA>`` and every ``model.*``.  A resume that changes one is refused."""
+    out: dict[str, object] = {f"data.{k}": getattr(cfg.data, k) for k in FINGERPRINTED_DATA}
+    out |= {f"model.{k}": v for k, v in dataclasses.asdict(cfg.model).items()}
+    return out
+
+
 def fingerprints(cfg: Config, store: Path, weights_digest: str, backend: str) -> dict[str, str]:
     """What the outputs depend on: config that changes numbers, the weights' content, the
     input data and the backend the workers resolve (``auto`` is never compared as a name)."""
     d = cfg.data
-    config = {"data": [d.imu_window, d.recordings_per_batch, d.steps_per_block, d.policy, d.model_rate_hz],
-              "model": dataclasses.asdict(cfg.model)}
+    config = {"data": [getattr(d, k) for k in FINGERPRINTED_DATA], "model": dataclasses.asdict(cfg.model)}
     return {"config": _digest(config), "weights": weights_digest[:16], "input": input_fingerprint(store),
             "backend": backend}
 
@@ -48,30 +59,52 @@ def size_groups(rpb: int, chunk: int, n_recordings: int, workers: int) -> int:
 
 
 class _Progress:
-    """A one-line progress bar on stderr (the dashboard shows the task stream)."""
+    """A one-line progress bar on stderr (the dashboard shows the task stream); where
+    stderr is not a terminal (a log file, CI), one plain line per 10 % instead of repaints."""
 
     def __init__(self, total: int) -> None:
         self.total, self.n, self.t0 = total, 0, time.perf_counter()
+        self.tty = sys.stderr.isatty()
+        self._tenth = 0
 
     def update(self, seq: float) -> None:
         self.n += 1
         el = time.perf_counter() - self.t0
+        rate = f"{el:6.1f}s {seq / max(el, 1e-9):9.0f} seq/s"
+        if not self.tty:
+            tenth = 10 * self.n // max(self.total, 1)
+            if tenth > self._tenth or self.n == self.total:
+                self._tenth = tenth
+                sys.stderr.write(f"{self.n}/{self.total} regions {rate.strip()}\n")
+                sys.stderr.flush()
+            return
         width = 30
         filled = int(width * self.n / max(self.total, 1))
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.n}/{self.total} regions "
-                         f"{el:6.1f}s {seq / max(el, 1e-9):9.0f} seq/s")
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.n}/{self.total} regions {rate}")
         sys.stderr.flush()
         if self.n == self.total:
             sys.stderr.write("\n")
 
 
+def resume_command(cfg: Config, name: str) -> str:
+    """The command that finishes run ``name`` (its settings come from its output store;
+    only where the store lies is needed when it is not the default)."""
+    from pipeline.config import PROJECT_ROOT
+
+    cmd = f"neuroliquid resume={name}"
+    if Path(cfg.paths.output_dir) != PROJECT_ROOT / "data" / "outputs":
+        cmd += f" paths.output_dir={cfg.paths.output_dir}"
+    return cmd
+
+
 def run(cfg: Config) -> dict:
     """Run the batch pipeline; returns the summary dict (also logged to MLflow)."""
     from pipeline.batch import outputs
-    from pipeline.batch.chains import stream_chains
+    from pipeline.batch.chains import RegionDeadline, stream_chains
     from pipeline.batch.region import run_region, score_done_region, state_specs
     from pipeline.batch.summary import RunStats, log_run, print_summary
     from pipeline.core import baselines
+    from pipeline.core.cluster import check_worker_memory
     from pipeline.core.experiment import cluster_session, prepare, run_name, tracked
     from pipeline.core.pool import PoolSampler
     from pipeline.core.splits import assign_splits, split_members, split_record
@@ -97,8 +130,14 @@ def run(cfg: Config) -> dict:
     else:
         rpb = size_groups(cfg.data.recordings_per_batch, reader.recording_chunk, reader.n_recordings, pool_max)
     if rpb != cfg.data.recordings_per_batch:
-        print(f"data.recordings_per_batch={cfg.data.recordings_per_batch} -> {rpb}: at least two recording "
-              f"groups per worker ({pool_max}) keep every worker busy to the end")
+        n_groups = -(-reader.n_recordings // rpb)
+        why = (f"{n_groups} recording groups for {pool_max} worker(s) keep every worker busy to the end"
+               if n_groups >= 2 * pool_max else
+               f"{n_groups} recording group{'s' if n_groups != 1 else ''} of one input chunk each "
+               f"({reader.n_recordings} recordings, chunk {reader.recording_chunk})")
+        if cfg.resume:
+            why = "the interrupted run's grid"
+        print(f"data.recordings_per_batch={cfg.data.recordings_per_batch} -> {rpb}: {why}")
         cfg.data.recordings_per_batch = rpb  # logged and fingerprinted as run
     prints = fingerprints(cfg, store, exp.weights.digest, exp.backend)
     spb = cfg.data.steps_per_block
@@ -113,7 +152,7 @@ def run(cfg: Config) -> dict:
     base_path = baselines.cache_path(cfg.paths.output_dir, prints["input"], split["digest"], cfg.eval.split,
                                      cfg.trainer.lambdas)
     if cfg.resume:
-        outputs.check_resumable(out_path, prints)
+        outputs.check_resumable(out_path, prints, fingerprinted(cfg))
         if note := outputs.code_version_note(out_path, commit):
             print(note)
         done = outputs.done_regions(out_path)
@@ -128,7 +167,8 @@ def run(cfg: Config) -> dict:
                        # Deterministic: no run name or output path, so a rerun or resumed run
                        # of the same config is identical (the weights path is in MLflow).
                        attrs={"input_store": str(store), "weights_digest": exp.weights.digest,
-                              "code_version": commit, "split": json.dumps(split, sort_keys=True)})
+                              "code_version": commit, "split": json.dumps(split, sort_keys=True)},
+                       fingerprinted=fingerprinted(cfg), config=dataclasses.asdict(cfg))
         done = np.zeros((layout.n_groups, layout.n_blocks), bool)
     # Baselines are computed (once per store, split and penalty grid) from the regions a
     # complete run reads anyway; a resumed run uses the cached figures or goes without.
@@ -147,9 +187,16 @@ def run(cfg: Config) -> dict:
     n_todo = sum(map(len, chains))
 
     stats = RunStats(n_regions=n_todo, n_regions_total=int(done.size), resumed_done=int(done.sum()))
-    with tracked(exp, {"output_store": str(out_path)}) as tracker:
+    earlier = outputs.mlflow_runs(out_path) if cfg.resume else []
+    with tracked(exp, {"output_store": str(out_path),
+                       **({"neuroliquid.resumed_from": earlier[-1]} if earlier else {})}) as tracker:
+        outputs.add_mlflow_run(out_path, tracker.run_id)
+        if earlier:
+            tracker.mark_interrupted(earlier)
         with cluster_session(exp, tracker, shared_paths=[store.parent, out_dir],
-                             reader_cache_bytes=SEQUENTIAL_CACHE_BYTES) as session:
+                             reader_cache_bytes=SEQUENTIAL_CACHE_BYTES) as session, \
+                _on_interrupt(stats, out_path, resume_command(cfg, name)):
+            check_worker_memory(session.client)  # a paused worker would hold its regions for ever
             print(f"{n_todo} of {done.size} regions to run")
             sampler = PoolSampler(session.client, session.clock, session.scale_log)
             sampler.sample(force=True)
@@ -157,10 +204,16 @@ def run(cfg: Config) -> dict:
             t_start = time.perf_counter()
             stats.t_start = session.clock()
             window = 2 * (exp.max_workers if session.adaptive is not None else exp.scaling.n_workers)
-            for c in stream_chains(session.client, chains, run_region, window, sampler):
+            deadline = RegionDeadline(cfg.load.region_timeout_s)
+            for c in stream_chains(session.client, chains, run_region, window, sampler, deadline=deadline):
                 stats.add(c, t_start)
                 progress.update(stats.sequences)
             stats.wall_s = time.perf_counter() - t_start
+            # Regions that missed their deadline and ran again elsewhere (a stalled worker).
+            tracker.log_metrics({"regions_deadline_retries": len(deadline.retries)})
+            if deadline.retries:
+                print(f"{len(deadline.retries)} region(s) missed the {deadline.seconds():.0f} s deadline and ran "
+                      f"again on another worker: {[k for k, _, _ in deadline.retries]}")
             if has_targets and done.any():  # regions done before: scored from their stored outputs
                 futs = [session.client.submit(score_done_region, str(store), str(out_path),
                                               (layout.recordings(g).start, layout.recordings(g).stop),
@@ -176,6 +229,21 @@ def run(cfg: Config) -> dict:
         summary = log_run(tracker, cfg, stats, net, exp.weights_path, out_path, evaluation)
         print_summary(summary, tracker, cfg.tracking.uri)
     return summary
+
+
+@contextlib.contextmanager
+def _on_interrupt(stats, out_path: Path, command: str):
+    """Ctrl-C or SIGTERM: one short message (regions done of total, where the partial
+    output is, the command that finishes the run), then the interrupt goes on up: the
+    cluster closes and the MLflow run is marked KILLED."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        done = stats.resumed_done + len(stats.keys)
+        sys.stderr.write("\n" if sys.stderr.isatty() else "")
+        print(f"interrupted: {done} of {stats.n_regions_total} regions done; partial output in {out_path}; "
+              f"finish it with: {command}", flush=True)
+        raise
 
 
 def _evaluation(cfg: Config, stats, exp, n_scored: int, has_targets: bool, cached: dict | None,

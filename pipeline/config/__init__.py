@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from pipeline.config.cluster import SCALING_KINDS, ClusterConfig, ScalingConfig
 from pipeline.config.data import DataConfig, MaxAgeConfig, PathsConfig, StoreLayout, SyntheticConfig
 from pipeline.config.eval import EVAL_SPLITS, EvalConfig, TrainerConfig
+from pipeline.config.importer import ImportConfig, ImportTopics, add_keyword_field
 from pipeline.config.load import LOAD_KINDS, LoadConfig, LoadPhase, SloConfig
 from pipeline.config.model import BackendConfig, ModelConfig
 from pipeline.config.tracking import EnergyConfig, TrackingConfig
@@ -36,7 +37,7 @@ __all__ = [
     "EVAL_SPLITS", "LOAD_KINDS", "PROJECT_ROOT", "SCALING_KINDS", "BackendConfig", "ClusterConfig", "Config",
     "ConfigError", "DataConfig", "EnergyConfig", "EvalConfig", "LoadConfig", "LoadPhase", "MaxAgeConfig",
     "ModelConfig", "PathsConfig", "ScalingConfig", "SloConfig", "StoreLayout", "SyntheticConfig",
-    "TrackingConfig", "TrainerConfig", "register_configs",
+    "TrackingConfig", "TrainerConfig", "register_configs", "ImportConfig", "ImportTopics",
 ]
 
 
@@ -75,7 +76,11 @@ class Config:
                  "adaptive and predictive scaling need a cluster the client can resize; with "
                  "cluster=address the deployment owns the pool (use scaling=fixed)", self.scaling.kind)
         require(self.resume is None or bool(str(self.resume).strip()), "resume", "must name a run", self.resume)
+        self.importer.validate(required=self.task == "import")
         return self
+
+
+add_keyword_field(Config, "import", ImportConfig, alias="importer")  # the `import` group (a Python keyword)
 
 
 def register_configs() -> None:
@@ -85,7 +90,8 @@ def register_configs() -> None:
     for group, node in (("paths", PathsConfig), ("data", DataConfig), ("backend", BackendConfig),
                         ("model", ModelConfig), ("cluster", ClusterConfig), ("scaling", ScalingConfig),
                         ("load", LoadConfig), ("slo", SloConfig), ("energy", EnergyConfig),
-                        ("tracking", TrackingConfig), ("eval", EvalConfig), ("trainer", TrainerConfig)):
+                        ("tracking", TrackingConfig), ("eval", EvalConfig), ("trainer", TrainerConfig),
+                        ("import", ImportConfig)):
         cs.store(group=group, name=f"{group}_schema", node=node)
 
 

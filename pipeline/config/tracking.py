@@ -10,6 +10,9 @@ from omegaconf import MISSING
 
 from pipeline.config.validation import require
 
+# Placeholders of a ``tracking.run_name`` template (pipeline.core.experiment.run_name).
+RUN_NAME_FIELDS = ("task", "model", "hidden", "backend", "data", "experiment", "time", "hex")
+
 
 @dataclass
 class TrackingConfig:
@@ -26,13 +29,23 @@ class TrackingConfig:
                  "tracking.uri", "must be a database or server URI (MLflow 3 refuses plain file stores)", self.uri)
         self.artifact_dir = str(Path(self.artifact_dir).expanduser().resolve())
         require(bool(self.experiment), "tracking.experiment", "must not be empty", self.experiment)
+        if self.run_name:
+            import string
+
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(self.run_name) if f is not None}
+            except ValueError as exc:
+                fields = {f"<{exc}>"}
+            require(fields <= set(RUN_NAME_FIELDS), "tracking.run_name",
+                    f"a name, or a template of {{{'}, {'.join(RUN_NAME_FIELDS)}}}", self.run_name)
 
 
 @dataclass
 class EnergyConfig:
     """Per-operation energies for the modelled estimate, with their sources, and where
-    the measured counters are.  The model prices compute only (no memory traffic, idle
-    or host power), so a modelled figure is a lower bound; no watts come from it."""
+    the measured counters are.  The model prices arithmetic only (no memory traffic, idle
+    or host power) at 45 nm per-op costs (a newer node costs less per op), so a modelled
+    figure is an estimate, not a bound either way; no watts come from it."""
 
     pj_per_mac: float = 4.6  # 32-bit float multiply 3.7 pJ + add 0.9 pJ
     pj_per_acc: float = 0.9  # one 32-bit float add per synaptic event
@@ -41,7 +54,7 @@ class EnergyConfig:
                        "fp32 mult 3.7 pJ + fp32 add 0.9 pJ")
     acc_source: str = "Horowitz, ISSCC 2014, 45 nm: fp32 add 0.9 pJ"
     nonlin_source: str = ("not priced: the cited table has no figure for exp/tanh/erf; "
-                          "counted but left at 0 pJ so the estimate stays a lower bound")
+                          "counted but left at 0 pJ (not priced)")
     rapl_root: str = "/sys/class/powercap"
     use_nvml: bool = True
     use_rapl: bool = True

@@ -28,6 +28,7 @@ from pipeline.config import Config, ScalingConfig
 from pipeline.core.cluster import ClusterError, default_workers, open_client
 from pipeline.core.network import Geometry, Weights, prepare_weights
 from pipeline.core.pool import ScaleLog
+from pipeline.core.registry import is_model_uri, resolve
 from pipeline.core.scaling import attach_scaling
 from pipeline.core.tracking import Tracker, flatten, git_commit, package_versions, tracked_run
 from pipeline.core.worker_setup import NetworkSetup, worker_info
@@ -42,16 +43,52 @@ def ensure_store(cfg: Config) -> Path:
             raise FileNotFoundError(f"data.path={path}: no zarr store there")
         from pipeline.data.cli import generate
 
-        print(f"generating the synthetic store {path} (first run only)")
+        print(f"data.path={path}: no store there, so a new synthetic one is generated (data=synthetic; "
+              "for an existing store check the path, or use data=zarr, which never generates)")
         generate(cfg)
     return path
 
 
+# The default ``tracking.run_name`` template (placeholders: pipeline.config.tracking.RUN_NAME_FIELDS).  The time and
+# four random hex digits keep names unique: two runs started in the same second (a sweep,
+# two terminals) never share one.
+DEFAULT_RUN_NAME = "{model}-h{hidden}-{backend}-{data}-{time}-{hex}"
+
+
 def run_name(cfg: Config, prefix: str) -> str:
-    """``resume`` or ``tracking.run_name`` when given, else ``<prefix>-<local time>-<4 hex>``:
-    two runs started in the same second (a sweep, two terminals) never share a name."""
-    return (cfg.resume or cfg.tracking.run_name
-            or f"{time.strftime(f'{prefix}-%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+    """``resume`` when given; else ``tracking.run_name``, a fixed name or a template with
+    ``{model} {hidden} {backend} {data} {task} {experiment} {time} {hex}`` (default
+    :data:`DEFAULT_RUN_NAME`, e.g. ``fusion-h128-numpy-demo-20261202-013000-a3f9``; tasks
+    other than the batch run put ``<prefix>-`` in front: ``load-``, ``train-``)."""
+    if cfg.resume:
+        return cfg.resume
+    template = cfg.tracking.run_name or (DEFAULT_RUN_NAME if prefix == "run" else f"{{task}}-{DEFAULT_RUN_NAME}")
+    if "{" not in template:
+        return template
+    fields = {"task": prefix, "model": cfg.model.kind, "hidden": cfg.model.hidden,
+              "backend": resolved_backend(cfg.backend.name), "data": Path(cfg.data.path).name.removesuffix(".zarr"),
+              "experiment": cfg.tracking.experiment, "time": time.strftime("%Y%m%d-%H%M%S"),
+              "hex": secrets.token_hex(2)}
+    return template.format(**fields)
+
+
+def preflight(cfg: Config) -> None:
+    """Checks that need no store, cluster or MLflow run, before anything is created: the
+    MLflow store can be written, and on ``cluster=address`` the scheduler answers."""
+    import socket
+    from urllib.parse import urlparse
+
+    from pipeline.core.tracking import check_tracking_uri
+
+    check_tracking_uri(cfg.tracking.uri)
+    if cfg.cluster.kind == "address" and cfg.cluster.address and "://" in cfg.cluster.address:
+        u = urlparse(cfg.cluster.address)
+        if u.scheme in ("tcp", "tls") and u.hostname and u.port:
+            try:
+                socket.create_connection((u.hostname, u.port), timeout=min(cfg.cluster.connect_timeout_s, 10)).close()
+            except OSError as exc:
+                raise ClusterError(f"cluster.address={cfg.cluster.address}: no Dask scheduler answers "
+                                   f"({exc.strerror or exc}); nothing was created") from None
 
 
 @dataclass
@@ -92,9 +129,16 @@ class Experiment:
 def prepare(cfg: Config, task: str, name: str) -> Experiment:
     """Store, reader, network and pool size.  Writes nothing but the demo store when it is
     missing: seeded weights go to ``<output_dir>/weights/`` on ``exp.weights.commit()``."""
+    preflight(cfg)
+    print(f"run: {name}")
     store = ensure_store(cfg)
     reader = open_reader(store)
-    weights = prepare_weights(cfg.model, Geometry.of_store(reader, cfg.data.imu_window),
+    model = cfg.model
+    if is_model_uri(model.weights):  # a registered model: its file, downloaded where workers see it
+        path = resolve(model.weights, cfg.tracking.uri, Path(cfg.paths.output_dir) / "registry")
+        print(f"model.weights={model.weights} -> {path}")
+        model = dataclasses.replace(model, weights=str(path))
+    weights = prepare_weights(model, Geometry.of_store(reader, cfg.data.imu_window),
                               Path(cfg.paths.output_dir) / "weights")
     n_workers = cfg.scaling.n_workers or default_workers(cfg.backend.name)
     return Experiment(cfg, task, name, store, reader, weights, dataclasses.replace(cfg.scaling, n_workers=n_workers),

@@ -8,6 +8,7 @@ nesting: mlflow#15713).  ``on_multirun_end`` closes the parent with the jobs' ou
 
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ class MlflowParentRun(Callback):
     def __init__(self) -> None:
         self.tracker = None
         self.failed = False
+        self.ended = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from pipeline.core.tracking import Tracker
@@ -47,6 +49,16 @@ class MlflowParentRun(Callback):
         )
         self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
         parent_file(sweep_dir).write_text(self.tracker.run_id)
+        atexit.register(self._end_if_open)
+
+    def _end_if_open(self) -> None:
+        """At exit without ``on_multirun_end`` (an interrupted sweep): the parent is KILLED."""
+        if self.tracker is not None and not self.ended:
+            self.ended = True
+            try:
+                self.tracker.end("KILLED")
+            except Exception as exc:  # at exit: say it, never raise
+                print(f"MLflow: could not close the sweep's parent run ({type(exc).__name__})")
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
@@ -55,5 +67,21 @@ class MlflowParentRun(Callback):
             self.failed = True
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.tracker is not None:
+        if self.tracker is not None and not self.ended:
+            self._pareto(config)
+            self.ended = True
             self.tracker.end("FAILED" if self.failed else "FINISHED")
+
+    def _pareto(self, config: DictConfig) -> None:
+        """Accuracy against energy and speed over the children that report both
+        (``task=train trainer=bptt`` children do): PNGs and a table on the parent run."""
+        from pipeline.core.pareto import children_of, sweep_report
+
+        children = children_of(config.tracking.uri, self.tracker.run_id)
+        if not any("energy.modelled_j_per_sequence" in c for c in children):
+            return
+        paths, table = sweep_report(children, Path(config.hydra.sweep.dir) / "pareto")
+        for p in paths:
+            self.tracker.log_artifact(p, "pareto")
+        self.tracker.log_artifact_text(table, "pareto/pareto.md")
+        print(f"sweep: {len(paths)} Pareto plots and pareto/pareto.md on the parent run {self.tracker.run_id}")

@@ -51,7 +51,9 @@ class NetworkSetup(WorkerPlugin):
         t0 = time.perf_counter()
         if any(self.malloc):
             self.malloc_state = tune_malloc(*self.malloc)
-        opts = {"threads": self.threads} if self.backend_name in ("numpy",) else {}
+        # ``auto`` passes ``threads`` on: honoured when it picks NumPy, and named in the
+        # backend's reason when it picks CuPy (kernels.backend.get_backend); never dropped.
+        opts = {"threads": self.threads} if self.backend_name in ("numpy", "auto") else {}
         self.backend = get_backend(self.backend_name, **opts)
         self.net = FusionNetwork.load(self.weights_path, self.backend)
         _warm_up(self.net)  # compiles and runs every kernel before the first micro-batch

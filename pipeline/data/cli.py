@@ -28,7 +28,7 @@ def generate(cfg: Config) -> dict:
     except StorePathError as exc:
         raise SystemExit(f"task=generate: {exc}") from exc
     print(f"wrote {d.path}: {d.recordings} recordings x {d.duration_s:g} s, {info['bytes'] / 1e6:.1f} MB "
-          f"in {info['seconds']:.1f} s ({info['mb_per_s']:.1f} MB/s, {info['groups']} groups)")
+          f"in {info['seconds']:.1f} s ({info['mb_per_s']:.1f} MB/s, {info['groups']} group{'s' if info['groups'] != 1 else ''})")
     return info
 
 

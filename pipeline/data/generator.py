@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -117,6 +118,29 @@ def generate_group(cfg: DataConfig, r0: int, r1: int) -> int:
     return written
 
 
+def _group_lines_class():
+    from dask.callbacks import Callback  # noqa: PLC0415
+
+    class GroupLines(Callback):
+        """Progress for logs that are not a terminal: ``generated k/n recording groups`` lines."""
+
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.n, self.k = n, 0
+
+        def _posttask(self, key, result, dsk, state, id):  # noqa: A002 (dask's signature)
+            if isinstance(key, tuple) and str(key[0]).startswith("generate_group") or \
+                    str(key).startswith("generate_group"):
+                self.k += 1
+                print(f"generated {self.k}/{self.n} recording groups", file=sys.stderr, flush=True)
+
+    return GroupLines
+
+
+def _GroupLines(n: int):  # noqa: N802 (a class made on first use: dask imports lazily here)
+    return _group_lines_class()(n)
+
+
 def generate_store(cfg: DataConfig, progress: bool = True, checksums: bool = True) -> dict:
     """Write the synthetic store ``cfg.path``; returns a summary (bytes, seconds, MB/s).
 
@@ -140,11 +164,17 @@ def generate_store(cfg: DataConfig, progress: bool = True, checksums: bool = Tru
     tasks = [dask.delayed(generate_group)(cfg, a, b) for a, b in groups]
     workers = cfg.workers or os.cpu_count() or 1
     scheduler = "processes" if len(groups) > 1 and workers > 1 else "synchronous"
-    if progress:
+    # chunksize=1: the process pool gets one group at a time (dask's default hands out 6), so
+    # the bar moves per group instead of sitting at 0 % and jumping.
+    run = dict(scheduler=scheduler, num_workers=min(workers, len(groups)), chunksize=1)
+    if progress and sys.stderr.isatty():
         with ProgressBar(minimum=1.0):
-            sizes_written = dask.compute(*tasks, scheduler=scheduler, num_workers=min(workers, len(groups)))
+            sizes_written = dask.compute(*tasks, **run)
+    elif progress:  # a log file or CI: one plain line per group, never a repainted bar
+        with _GroupLines(len(groups)):
+            sizes_written = dask.compute(*tasks, **run)
     else:
-        sizes_written = dask.compute(*tasks, scheduler=scheduler, num_workers=min(workers, len(groups)))
+        sizes_written = dask.compute(*tasks, **run)
     seconds = time.perf_counter() - t0
     nbytes = int(sum(sizes_written))
     on_disk = sum(f.stat().st_size for f in Path(cfg.path).rglob("*") if f.is_file())

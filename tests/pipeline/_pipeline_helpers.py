@@ -52,10 +52,12 @@ def compose_config(overrides: list[str], *, validate: bool = True) -> Config:
     return cfg.validate(TASKS) if validate else cfg
 
 
-def cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 120, env_extra: dict[str, str] | None = None,
+        **kwargs) -> subprocess.CompletedProcess:
     """``python -m pipeline <args>`` from the repository root, output captured."""
     return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **QUIET_ENV}, cwd=PROJECT_ROOT, **kwargs)
+                          timeout=timeout, env={**os.environ, **QUIET_ENV, **(env_extra or {})},
+                          cwd=PROJECT_ROOT, **kwargs)
 
 
 def mlflow_runs(uri: str, experiment: str = "test") -> list:
@@ -104,6 +106,8 @@ def check_golden_keys(run) -> None:
     kind = run.data.tags.get("task")
     if run.info.status != "FINISHED" or kind not in ("run", "load", "train"):
         return
+    if kind == "train":  # each trainer logs its own figures
+        kind = f"train.{run.data.tags.get('trainer')}"
     keys = run_keys(run)
     if os.environ.get("NEUROLIQUID_UPDATE_GOLDEN"):
         seen = _seen.setdefault(kind, {})

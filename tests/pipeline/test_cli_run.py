@@ -33,7 +33,7 @@ def test_cli_run_with_overrides_logs_to_mlflow_and_leaves_no_process(store, mlfl
     (r,) = mlflow_runs(mlflow_uri)
     assert r.info.run_name == "cli" and r.info.status == "FINISHED"
     assert r.data.params["model.hidden"] == "24" and r.data.params["data.steps_per_block"] == "100"
-    assert r.data.metrics["regions_executed"] == 8 and r.data.metrics["sequences"] > 0
+    assert r.data.metrics["regions_executed"] == 8 and r.data.metrics["recording_seconds"] > 0
     assert r.data.tags["backend"] == "numpy" and "mlflow.parentRunId" not in r.data.tags
     assert artifact_json(mlflow_uri, r.info.run_id)["output_store"] == str(tmp_path / "out" / "cli.zarr")
     assert (tmp_path / "hydra").is_dir()  # Hydra's logs went where the override said

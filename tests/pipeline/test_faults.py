@@ -160,9 +160,12 @@ def test_resume_reruns_only_unfinished_regions_and_refuses_foreign_stores(store,
     assert 0 < n_done < N_REGIONS, f"{n_done} regions done when killed: the kill was not midway"
     before = _chunk_files(out, np.argwhere(done))
 
-    second = subprocess.run([sys.executable, "-m", "pipeline", *args, "resume=res"], capture_output=True,
+    # `resume=<run>` alone (and where the outputs are): the run's own settings come from its store.
+    second = subprocess.run([sys.executable, "-m", "pipeline", "resume=res", f"paths.output_dir={tmp_path / 'out'}",
+                             f"hydra.run.dir={tmp_path / 'hydra'}"], capture_output=True,
                             text=True, env={**os.environ, **QUIET_ENV}, cwd=PROJECT_ROOT, timeout=120)
     assert second.returncode == 0, second.stdout + second.stderr
+    assert "resume: res with its own settings from" in second.stdout
     assert f"{N_REGIONS - n_done} of {N_REGIONS} regions to run" in second.stdout
     assert done_regions(out).all()
     assert _chunk_files(out, np.argwhere(done)) == before  # completed regions untouched
@@ -170,7 +173,10 @@ def test_resume_reruns_only_unfinished_regions_and_refuses_foreign_stores(store,
 
     uri = tracking_uri(tmp_path)
     killed, resumed = (r for r in mlflow_runs(uri) if r.info.run_name == "res")
-    assert killed.info.status == "RUNNING" and resumed.info.status == "FINISHED"
+    # The SIGKILLed run is marked KILLED by the run that resumed it, and the two are linked.
+    assert killed.info.status == "KILLED" and resumed.info.status == "FINISHED"
+    assert resumed.data.tags["neuroliquid.resumed_from"] == killed.info.run_id
+    assert killed.data.tags["neuroliquid.resumed_by"] == resumed.info.run_id
     summary = artifact_json(uri, resumed.info.run_id)
     assert (summary["regions_executed"], summary["regions_already_done"], summary["regions_total"]) == (
         N_REGIONS - n_done, n_done, N_REGIONS)
@@ -178,7 +184,8 @@ def test_resume_reruns_only_unfinished_regions_and_refuses_foreign_stores(store,
 
     # Refusals: a store written under another config, other weights or another input store.
     before_all = _chunk_files(out, np.argwhere(done_regions(out)))
-    with pytest.raises(ResumeError, match="different run: config differ"):
+    # Refused naming the differing setting and both values (not fingerprint hashes).
+    with pytest.raises(ResumeError, match="different run: config differ: data.policy: stored 'quarantine', now 'fail'"):
         run(make_config(*FAULT, "tracking.run_name=res", "resume=res", "data.policy=fail"))
     weights = Path(summary["weights"])
     saved = weights.read_bytes()

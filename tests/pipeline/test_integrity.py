@@ -82,7 +82,10 @@ def _has_experiment(root: Path) -> bool:
 def test_default_run_names_differ_within_one_second(cfg):
     c = cfg()
     names = {run_name(c, "run") for _ in range(50)}
-    assert len(names) == 50 and all(n.startswith("run-") for n in names)
+    # Descriptive: model, hidden size, backend and input store tell runs apart in MLflow's lists.
+    assert len(names) == 50 and all(n.startswith(f"{c.model.kind}-h{c.model.hidden}-numpy-rec-") for n in names)
+    c.tracking.run_name = "{task}-{model}-x{hidden}"
+    assert run_name(c, "load") == f"load-{c.model.kind}-x{c.model.hidden}"
 
 
 def test_resume_reruns_regions_whose_chunks_are_lost_or_corrupt(cfg, tmp_path, capsys):
@@ -130,7 +133,7 @@ def test_resume_refuses_changed_sensor_data_and_backend_and_warns_on_code_versio
     from pipeline.data.fingerprint import input_fingerprint
 
     g.attrs["fingerprints"] = json.dumps({**prints, "input": input_fingerprint(src), "backend": "cupy"})
-    with pytest.raises(ResumeError, match=r"backend differ \(stored \['cupy'\], now \['numpy'\]\)"):
+    with pytest.raises(ResumeError, match=r"backend differ: backend: stored 'cupy', now 'numpy'"):
         run(cfg("tracking.run_name=f", "resume=f", f"data.path={src}"))
     g.attrs["fingerprints"] = json.dumps({**prints, "input": input_fingerprint(src)})
     g.attrs["code_version"] = "0123abc"

@@ -80,7 +80,7 @@ def test_run_writes_every_region_and_logs_params_metrics_artifacts(make_config, 
     assert p["data.path"] == cfg.data.path and p["task"] == "run"
     m = r.data.metrics
     assert (m["regions_executed"], m["regions_total"], m["regions_already_done"]) == (16, 16, 0)
-    assert m["sequences"] == pytest.approx(n_steps.sum() / 10)
+    assert m["recording_seconds"] == pytest.approx(n_steps.sum() / 10)
     assert m["throughput_seq_per_s"] > 0 and m["wall_s"] > 0 and m["workers_max"] == 2
     assert m["quarantined_blocks"] == 0 and m["ops_mac"] > 0
     t = r.data.tags
@@ -96,6 +96,13 @@ def test_run_writes_every_region_and_logs_params_metrics_artifacts(make_config, 
     assert logged_cfg["model"]["hidden"] == 16 and logged_cfg["data"]["path"] == cfg.data.path
     workers = client.get_metric_history(r.info.run_id, "workers")
     assert workers and {w.value for w in workers} == {2.0}
+    # Steps are sample indices; workers_t_s gives each sample's time (s since the run clock started).
+    times = sorted(client.get_metric_history(r.info.run_id, "workers_t_s"), key=lambda x: x.step)
+    assert sorted(w.step for w in workers) == list(range(len(workers))) == [x.step for x in times]
+    assert all(a.value <= b.value for a, b in zip(times, times[1:], strict=False))
+    # Modelled energy per sequence, with its source, as a load run logs it.
+    assert m["energy.modelled_j_per_sequence"] > 0 and t["energy.source"] == "model"
+    assert "progress.png" in {a.path for a in client.list_artifacts(r.info.run_id)}
 
     # The cluster is gone (the multiprocessing resource tracker exits with this process).
     assert [c.cmdline() for c in live_children() if "resource_tracker" not in " ".join(c.cmdline())] == []
