@@ -15,6 +15,7 @@ is one line on stderr (exit status 2); ``HYDRA_FULL_ERROR=1`` shows the tracebac
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import sys
@@ -84,7 +85,11 @@ def resume_config(cfg: Config, dcfg: DictConfig, defaults: dict, overrides: list
     from pipeline.batch.outputs import stored_config
 
     out_dir = Path(cfg.paths.output_dir).expanduser().resolve()
-    stored = stored_config(out_dir / f"{cfg.resume}.zarr")
+    source = out_dir / f"{cfg.resume}.zarr"
+    stored = stored_config(source)
+    if stored is None:  # a training run keeps its config beside its checkpoints
+        source = out_dir / "checkpoints" / cfg.resume / "config.json"
+        stored = json.loads(source.read_text()) if source.is_file() else None
     if stored is None:
         return cfg
     now = OmegaConf.to_container(dcfg, resolve=True)
@@ -99,7 +104,7 @@ def resume_config(cfg: Config, dcfg: DictConfig, defaults: dict, overrides: list
     assert isinstance(restored, Config)
     restored.resume = cfg.resume
     kept = sorted(k for k in explicit if k != "resume")
-    print(f"resume: {cfg.resume} with its own settings from {out_dir / f'{cfg.resume}.zarr'}"
+    print(f"resume: {cfg.resume} with its own settings from {source}"
           + (f"; from the command line: {', '.join(kept)}" if kept else ""))
     return restored
 

@@ -76,6 +76,12 @@ def run(cfg: Config) -> dict:
     fingerprint = input_fingerprint(exp.store)
     exp.weights.commit()
     cache = _feature_cache(cfg, fc, fingerprint, np.sort(np.r_[train_recs, val_recs]), reader)
+    if not cfg.resume:  # resume=<run> alone restores this (pipeline.__main__.resume_config)
+        import dataclasses
+        import json
+
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), default=str, sort_keys=True))
     stats = _Stats(torch, mu, sd)
     with tracked(exp, {"trainer": "bptt", "eval.split_digest": split["digest"], "resumed_from": cfg.resume or ""}) as tracker:
         tracker.log_params({"train.format": FORMAT, "train.features": fc.n_features})

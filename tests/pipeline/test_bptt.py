@@ -168,3 +168,25 @@ def test_pareto_front_and_the_sweep_report(tmp_path):
     paths, table = sweep_report(children, tmp_path)
     assert len(paths) == 6 and all(p.stat().st_size > 10_000 for p in paths)
     assert "| h3 |" in table and "1 child run(s) without every figure left out" in table
+
+
+def test_cli_resume_of_a_training_restores_its_own_config(cfg, tmp_path):
+    """``neuroliquid resume=<run>`` alone continues an interrupted training with the
+    settings it was started with (kept beside its checkpoints)."""
+    from _pipeline_helpers import cli
+
+    from pipeline.train.bptt import run
+
+    with threadpool_limits(1):
+        first = run(cfg(*TINY, "trainer.epochs=1", "tracking.run_name=cr"))
+    Path(first["weights"]).unlink()  # as if stopped before the export
+    out = tmp_path / "out"
+    res = cli("resume=cr", "trainer.epochs=2", f"paths.output_dir={out}", f"tracking.uri={tracking_uri(tmp_path)}",
+              f"tracking.artifact_dir={tmp_path / 'artifacts'}", f"hydra.run.dir={tmp_path / 'hydra'}", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"with its own settings from {out / 'checkpoints' / 'cr' / 'config.json'}" in res.stdout
+    assert "resume: from epoch 1" in res.stdout and "epoch 2/2" in res.stdout
+    from kernels.weights import network_info
+
+    info = network_info(first["weights"])
+    assert info["trainer"] == "bptt" and '"hidden": 8' in info["network_config"]  # the stored model, not the default
