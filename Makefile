@@ -26,6 +26,7 @@ bench: $(STAMP)
 	@if [ -f benchmarks/pipeline.py ]; then $(PY) benchmarks/pipeline.py; fi
 	@if [ -f benchmarks/load.py ]; then $(PY) benchmarks/load.py; fi
 	$(PY) benchmarks/accuracy.py
+	$(PY) benchmarks/integrity.py
 
 run: $(STAMP)
 	$(VENV)/bin/neuroliquid

@@ -159,9 +159,8 @@ def run(cfg: Config) -> dict:
         for (g, k), why in sorted(outputs.verify_done(out_path, done).items()):
             print(f"resume: region g{g} b{k} is marked done but {why}: running it again")
             done[g, k] = False
-        exp.weights.commit()
-    else:
-        exp.weights.commit()
+    exp.weights.commit()  # the checks have passed: the first thing this run writes
+    if not cfg.resume:
         outputs.create(out_path, layout, step_ns=(np.arange(n_steps) + 1) * reader.step_ns,
                        recording_ids=np.arange(reader.n_recordings), fingerprints=prints,
                        # Deterministic: no run name or output path, so a rerun or resumed run

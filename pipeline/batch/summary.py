@@ -62,7 +62,7 @@ class RunStats:
     def add_scores(self, r: dict) -> None:
         """Merge a region's evaluation (and baseline) parts."""
         if "eval" in r:
-            self.evaluation = self.evaluation + EvalParts.from_dict(r["eval"])
+            self.evaluation += EvalParts.from_dict(r["eval"])
         if "baseline" in r:
             self.baseline.add(r["baseline"])
 

@@ -16,6 +16,7 @@ input store, split and penalty grid under ``<output_dir>/baselines/``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -87,7 +88,8 @@ class BaselineParts:
 
 
 def cache_path(output_dir: str | Path, fingerprint: str, split_digest: str, split: str, lambdas) -> Path:
-    key = f"{fingerprint}-{split_digest}-{split}-{abs(hash(tuple(float(v) for v in lambdas))) % 10**8:08d}"
+    grid = hashlib.sha256(json.dumps([float(v) for v in lambdas]).encode()).hexdigest()[:8]
+    key = f"{fingerprint}-{split_digest}-{split}-{grid}"
     return Path(output_dir) / "baselines" / f"{key}.json"
 
 

@@ -67,6 +67,12 @@ class ClassificationParts:
     def __add__(self, o: ClassificationParts) -> ClassificationParts:
         return ClassificationParts(self.scores + o.scores, self.labels + o.labels)
 
+    def __iadd__(self, o: ClassificationParts) -> ClassificationParts:
+        """In place: a run merging thousands of regions does not copy the lists each time."""
+        self.scores += o.scores
+        self.labels += o.labels
+        return self
+
     def metrics(self) -> dict[str, float]:
         s = np.concatenate(self.scores) if self.scores else np.zeros(0, np.float32)
         y = np.concatenate(self.labels) if self.labels else np.zeros(0, bool)
@@ -118,6 +124,12 @@ class EvalParts:
         names = set(self.regression) | set(o.regression)
         reg = {n: self.regression.get(n, RegressionSums()) + o.regression.get(n, RegressionSums()) for n in names}
         return EvalParts(reg, self.classification + o.classification)
+
+    def __iadd__(self, o: EvalParts) -> EvalParts:
+        for n, r in o.regression.items():
+            self.regression[n] = self.regression.get(n, RegressionSums()) + r
+        self.classification += o.classification
+        return self
 
     def to_dict(self) -> dict:
         """Plain types and small arrays, for a task's result."""

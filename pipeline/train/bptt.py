@@ -208,7 +208,7 @@ def _epoch(torch, model, opt, stats: _Stats, encoder, exp, cfg, recs: np.ndarray
                 total, count = total + loss.item() * k, count + k
                 if not train:
                     phys = torch.cat([y[..., :2] * stats.sd + stats.mu, y[..., 2:]], -1).detach().numpy()
-                    parts = parts + EvalParts.of(phys, blk.targets, blk.use)
+                    parts += EvalParts.of(phys, blk.targets, blk.use)
         comp_s += time.perf_counter() - t0
         if sys.stderr.isatty():
             sys.stderr.write(f"\r  {'train' if train else 'validate'} block {i + 1} ({n} batches)")

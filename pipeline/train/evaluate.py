@@ -45,7 +45,7 @@ def evaluate(net, store: str, recordings: np.ndarray, cfg) -> dict[str, float]:
             valid_steps += int(valid.sum())
             spikes += float(np.asarray(out.spike_counts)[valid].sum())
             use = valid & np.isfinite(b.targets).all(-1)
-            parts = parts + EvalParts.of(np.asarray(out.y, np.float64), b.targets, use)
+            parts += EvalParts.of(np.asarray(out.y, np.float64), b.targets, use)
     sequences = max(valid_steps / SEQ_STEPS, 1e-9)
     out = {f"eval.{k}": v for k, v in parts.metrics().items()}
     out.update({"inference.seq_per_s": sequences / max(forward_s, 1e-9),
