@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 from kernels.params import ACTIVATIONS, CFC_MODES, RESET_MECHANISMS
@@ -25,6 +26,8 @@ class FusionConfig:
     fusion network is CfC + LIF; model=cfc is ``spiking=False``, model=ltc is
     ``liquid="ltc", spiking=False``, model=lif is ``liquid=None``.
     Thresholds: camera in natural-log contrast, IMU per channel in m/s^2 and rad/s.
+    ``imu_level`` adds each step's mean IMU reading, scaled by ``imu_level_scale``, as six
+    dense inputs (``kernels.imu_level``: what the delta events drop).
     """
 
     liquid: str | None = "cfc"
@@ -38,6 +41,8 @@ class FusionConfig:
     camera_threshold: float = 0.15
     camera_eps: float = 1e-3
     imu_thresholds: tuple[float, ...] = (0.2, 0.2, 0.2, 0.05, 0.05, 0.05)
+    imu_level: bool = True  # the IMU level channel (kernels.imu_level) beside the delta events
+    imu_level_scale: tuple[float, ...] = (0.1, 0.1, 0.1, 1.0, 1.0, 1.0)  # per m/s^2, per rad/s
     lidar_r_min: float = 0.1
     cfc_mode: str = "default"
     activation: str = "lecun_tanh"
@@ -54,6 +59,7 @@ class FusionConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera", tuple(int(v) for v in self.camera))
         object.__setattr__(self, "imu_thresholds", tuple(float(v) for v in self.imu_thresholds))
+        object.__setattr__(self, "imu_level_scale", tuple(float(v) for v in self.imu_level_scale))
         checks = [
             (self.liquid in ("cfc", "ltc", None), "liquid", "'cfc', 'ltc' or None"),
             (self.liquid is not None or self.spiking, "liquid/spiking", "at least one layer"),
@@ -61,6 +67,9 @@ class FusionConfig:
             (self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}"),
             (self.reset in RESET_MECHANISMS, "reset", f"one of {RESET_MECHANISMS}"),
             (len(self.imu_thresholds) == IMU_CHANNELS, "imu_thresholds", f"{IMU_CHANNELS} values"),
+            (isinstance(self.imu_level, bool), "imu_level", "True or False"),
+            (len(self.imu_level_scale) == IMU_CHANNELS and all(map(math.isfinite, self.imu_level_scale)),
+             "imu_level_scale", f"{IMU_CHANNELS} finite values"),
             (len(self.camera) == 2, "camera", "(height, width)"),
             (self.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'"),
         ]
@@ -79,9 +88,15 @@ class FusionConfig:
         return self.imu_per_step * IMU_CHANNELS
 
     @property
+    def n_level(self) -> int:
+        """IMU level inputs per step: one per channel with ``imu_level``, else none."""
+        return IMU_CHANNELS if self.imu_level else 0
+
+    @property
     def n_features(self) -> int:
-        """Encoded features per step: camera pixels, LIDAR beams, IMU samples x channels."""
-        return self.n_camera + self.beams + self.n_imu
+        """Encoded features per step: camera pixels, LIDAR beams, IMU samples x channels,
+        then the IMU level channels (in this order, the rows of the first layer's input weight)."""
+        return self.n_camera + self.beams + self.n_imu + self.n_level
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

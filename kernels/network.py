@@ -2,14 +2,16 @@
 
 Per model step t (default clock 10 Hz), for one recording:
 
-1. Encoders (kernels.encoders), F = H*W + beams + 6*S features:
+1. Encoders (kernels.encoders, kernels.imu_level), F = H*W + beams + 6*S + 6 features:
    camera   e_cam_t  = ON_t - OFF_t of log intensity per pixel       (H*W, events)
    LIDAR    e_lid_t  = 1 / max(r_t, r_min) per beam, in 1/m          (beams, currents)
    IMU      e_imu_t  = ON - OFF of delta modulation of the S samples  (6*S, events)
             of this step, on the 100 Hz sample stream (sample-major: s*6 + channel)
-2. Liquid layer, CfC: u_t = e_cam_t W_cam + e_lid_t W_lid + b + e_imu_t W_imu, the rows
-   of the CfC's input weight split by modality, so the event parts accumulate only the
-   rows of inputs that fired (kernels.synapse); then h_t = CfC(u_t, h_{t-1}, dt_t).
+   level    e_lvl_t  = scaled mean of the step's valid IMU samples    (6, currents;
+            only with ``imu_level``: the absolute rates the delta events drop)
+2. Liquid layer, CfC: u_t = e_cam_t W_cam + e_lid_t W_lid + b + e_imu_t W_imu + e_lvl_t W_lvl,
+   the rows of the CfC's input weight split by modality, so the event parts accumulate
+   only the rows of inputs that fired (kernels.synapse); then h_t = CfC(u_t, h_{t-1}, dt_t).
    LTC instead takes the feature vector itself (its synapses are per-input sigmoids).
 3. Spiking layer: I_t = h_t W_s + b_s (or the split input projection when there is no
    liquid layer), then LIF (snnTorch Leaky): s_t in {0,1}^L.
@@ -18,8 +20,8 @@ Per model step t (default clock 10 Hz), for one recording:
 dt is the elapsed time per step in units of the nominal step (1.0 on the nominal
 clock), as ncps' ``timespans``; it enters the liquid layer only.  Invalid inputs are
 masked: encoders skip invalid frames/samples (no events, state kept), invalid LIDAR
-scans give zero current.  Just over 300 lines because building, running, counting and
-saving one network are kept in one class (a little over 300 lines).
+scans give zero current.  About 350 lines, over 300 lines because building, running,
+counting and saving one network are kept in one class.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from kernels.cfc import CfC
 from kernels.encoders import ContrastEncoder, DeltaEncoder, InverseRange
 from kernels.fusion_config import IMU_CHANNELS, FusionConfig
 from kernels.fusion_state import FusionState, NetworkOutput
+from kernels.imu_level import WindowMean
 from kernels.lif import LIF
 from kernels.ltc import LTC
 from kernels.params import CfCParams, LIFParams, LTCParams, OpCounts
@@ -65,6 +68,7 @@ class FusionNetwork:
         self.camera_enc = ContrastEncoder(*c.camera, c.camera_threshold, c.camera_eps, backend=backend, dtype=dt)
         self.lidar_enc = InverseRange(c.beams, c.lidar_r_min, backend=backend, dtype=dt)
         self.imu_enc = DeltaEncoder(IMU_CHANNELS, c.imu_thresholds, backend, dt)
+        self.level_enc = WindowMean(IMU_CHANNELS, c.imu_level_scale, backend, dt) if c.imu_level else None
         self.parts = parts
         self.liquid = None
         if c.liquid == "cfc":
@@ -84,9 +88,11 @@ class FusionNetwork:
         self.inputs = None
         if w_in is not None:
             i, j = c.n_camera, c.n_camera + c.beams
-            self.inputs = tuple(Linear(w, b, backend, dt, c.event_threshold, f"FusionNetwork.{name}")
+            k = j + c.n_imu
+            self.inputs = tuple(Linear(w, b, backend, dt, c.event_threshold, f"FusionNetwork.{name}") if w.shape[0]
+                                else None
                                 for w, b, name in ((w_in[:i], None, "camera_in"), (w_in[i:j], b_in, "lidar_in"),
-                                                   (w_in[j:], None, "imu_in")))
+                                                   (w_in[j:k], None, "imu_in"), (w_in[k:], None, "level_in")))
         self.n_liquid = 0 if c.liquid is None else parts["liquid"].units
         self.readout_h = Linear(parts["readout_w"][: self.n_liquid], None, backend, dt, 0.0, "readout_h")
         self.readout_s = Linear(parts["readout_w"][self.n_liquid :], None, backend, dt, c.event_threshold, "readout_s")
@@ -160,17 +166,22 @@ class FusionNetwork:
                camera_valid: Any = None, lidar_valid: Any = None, imu_valid: Any = None) -> tuple[Any, FusionState]:
         """The encoders alone, as :meth:`forward` runs them: the liquid (or LIF) layer's input
         ``x (B, T, n_features)`` = [camera ON - OFF per pixel, LIDAR inverse range per beam,
-        IMU ON - OFF per sample and channel], and the state with the encoders advanced (the
-        liquid and spiking parts are passed through).  What a trainer feeds to ncps / snnTorch."""
-        xp = self.backend.xp
+        IMU ON - OFF per sample and channel, IMU level per channel (with ``imu_level``)], and
+        the state with the encoders advanced (the liquid and spiking parts are passed
+        through).  What a trainer feeds to ncps / snnTorch."""
         state = self.zero_state(camera.shape[0]) if state is None else state
-        (cam_on, cam_off, lid, imu_on, imu_off), cam_state, imu_state = self._encode(
+        (cam_on, cam_off, lid, imu_on, imu_off, level), cam_state, imu_state = self._encode(
             camera, lidar, imu, state, camera_valid, lidar_valid, imu_valid)
-        x = xp.concatenate([cam_on - cam_off, lid, imu_on - imu_off], axis=2).astype(self.dtype, copy=False)
+        x = self._features(cam_on, cam_off, lid, imu_on, imu_off, level).astype(self.dtype, copy=False)
         return x, FusionState(cam_state, imu_state, state.liquid, state.lif)
 
+    def _features(self, cam_on, cam_off, lid, imu_on, imu_off, level):
+        parts = [cam_on - cam_off, lid, imu_on - imu_off] + ([] if level is None else [level])
+        return self.backend.xp.concatenate(parts, axis=2)
+
     def _encode(self, camera, lidar, imu, state, camera_valid, lidar_valid, imu_valid):
-        """Checked inputs through the three encoders: ((cam_on, cam_off, lid, imu_on, imu_off), cam, imu state)."""
+        """Checked inputs through the encoders: ((cam_on, cam_off, lid, imu_on, imu_off, level | None),
+        camera state, imu state)."""
         c, xp = self.config, self.backend.xp
         B, T = camera.shape[:2]
         camera = self._check("camera", camera, (B, T, *c.camera), "uf")
@@ -191,7 +202,8 @@ class FusionNetwork:
         (imu_on, imu_off), imu_state = self.imu_enc.forward(
             imu.reshape(B, T * S, IMU_CHANNELS).astype(self.dtype), state.imu, valid[2].reshape(B, T * S))
         imu_on, imu_off = imu_on.reshape(B, T, c.n_imu), imu_off.reshape(B, T, c.n_imu)
-        return (cam_on, cam_off, lid, imu_on, imu_off), cam_state, imu_state
+        level = None if self.level_enc is None else self.level_enc.forward(imu, valid[2])
+        return (cam_on, cam_off, lid, imu_on, imu_off, level), cam_state, imu_state
 
     def forward(self, camera: Any, lidar: Any, imu: Any, state: FusionState | None = None, dt: Any = None,
                 camera_valid: Any = None, lidar_valid: Any = None, imu_valid: Any = None,
@@ -217,17 +229,20 @@ class FusionNetwork:
         """
         xp = self.backend.xp
         state = self.zero_state(camera.shape[0]) if state is None else state
-        (cam_on, cam_off, lid, imu_on, imu_off), cam_state, imu_state = self._encode(
+        (cam_on, cam_off, lid, imu_on, imu_off, level), cam_state, imu_state = self._encode(
             camera, lidar, imu, state, camera_valid, lidar_valid, imu_valid)
         B, T = cam_on.shape[:2]
-        ops = self.camera_enc.last_ops
+        ops = self.camera_enc.last_ops + (OpCounts() if level is None else self.level_enc.last_ops)
 
         first = None  # the split projection's output: CfC's u, or the LIF current
         if self.inputs is not None:
-            cam_in, lid_in, imu_in = self.inputs
+            cam_in, lid_in, imu_in, level_in = self.inputs
             first = cam_in.forward_signed(cam_on, cam_off) + lid_in.forward(lid, binary=False)
             first += imu_in.forward_signed(imu_on, imu_off)
             ops = ops + cam_in.last_ops + lid_in.last_ops + imu_in.last_ops
+            if level is not None:
+                first += level_in.forward(level, binary=False)
+                ops = ops + level_in.last_ops
 
         h, liquid_state = None, None
         if isinstance(self.liquid, CfC):
@@ -236,7 +251,7 @@ class FusionNetwork:
             full, proj = self.liquid.ops(B, T), B * T * self.liquid.params.w_x.size
             ops = ops + full._replace(mac=full.mac - proj, dense_mac=full.dense_mac - proj)
         elif isinstance(self.liquid, LTC):
-            x = xp.concatenate([cam_on - cam_off, lid, imu_on - imu_off], axis=2)
+            x = self._features(cam_on, cam_off, lid, imu_on, imu_off, level)
             h, liquid_state = self.liquid.forward(x, state.liquid, dt)
             ops = ops + self.liquid.last_ops
 
@@ -277,13 +292,16 @@ class FusionNetwork:
         if self.lif is not None:
             n += self.lif.n_params + (self.lif_syn.n_params if self.lif_syn is not None else 0)
         if self.liquid is None:  # the split input projection holds the LIF synapses
-            n += sum(lin.n_params for lin in self.inputs)
+            n += sum(lin.n_params for lin in self.inputs if lin is not None)
         return n
 
     def dense_ops_per_step(self) -> OpCounts:
         """Dense-equivalent MACs and transcendentals of one sample-step (B = T = 1)."""
         c = self.config
         ops = OpCounts(nonlin=c.n_camera)  # the log per pixel
+        if c.imu_level:  # the level channel's mean: S adds and a scale per channel
+            n = IMU_CHANNELS * (c.imu_per_step + 1)
+            ops = ops + OpCounts(mac=n, dense_mac=n)
         if self.liquid is not None:
             ops = ops + self.liquid.ops(1, 1)
         elif self.lif is not None:

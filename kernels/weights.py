@@ -5,8 +5,9 @@ Two kinds of file share one writer and reader (:func:`save_arrays`, :func:`load_
 * parameter records (:func:`save_params` / :func:`load_params`, format
   ``neuroliquid-params/1``): one CfC, LTC or LIF layer;
 * fusion network files (:func:`save_network` / :func:`load_network`, format
-  ``neuroliquid-fusion/1``): the named arrays of ``kernels.network.FusionNetwork`` with
-  its ``FusionConfig`` as JSON.
+  ``neuroliquid-fusion/2``): the named arrays of ``kernels.network.FusionNetwork`` with
+  its ``FusionConfig`` as JSON.  Version 2 added the IMU level channel (six more input
+  rows in the first layer); a version 1 file is refused with :class:`WeightsFormatError`.
 
 The format is chosen by the file suffix:
 
@@ -32,7 +33,10 @@ import numpy as np
 from kernels.params import CfCParams, LIFParams, LTCParams
 
 FORMAT = "neuroliquid-params/1"
-NETWORK_FORMAT = "neuroliquid-fusion/1"
+NETWORK_FORMAT = "neuroliquid-fusion/2"
+_OLD_NETWORK_FORMATS = {
+    "neuroliquid-fusion/1": "its network has no IMU level channel (six input rows fewer in the first layer)",
+}
 _META_KEY = "__metadata__"
 _FAMILIES = {"cfc": CfCParams, "ltc": LTCParams, "lif": LIFParams}
 _SCALARS = {"mode", "activation", "reset_mechanism", "ode_unfolds", "epsilon"}
@@ -95,9 +99,22 @@ def network_info(path: str | Path) -> dict:
     return json.loads(meta["info"]) if "info" in meta else {}
 
 
+class WeightsFormatError(ValueError):
+    """A fusion network file written in an older format version than this code reads."""
+
+
 def load_network(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
-    """Read what :func:`save_network` wrote: (named arrays, config JSON)."""
+    """Read what :func:`save_network` wrote: (named arrays, config JSON).
+
+    Raises :class:`WeightsFormatError` for an older format version (naming the file, both
+    versions and what changed), ValueError for a file that is not a network file."""
     arrays, meta = load_arrays(path)
+    old = meta.get("format")
+    if old in _OLD_NETWORK_FORMATS:
+        raise WeightsFormatError(
+            f"weights file {str(path)!r} has format {old}; this neuroliquid reads {NETWORK_FORMAT}: "
+            f"{_OLD_NETWORK_FORMATS[old]}. Train it again (neuroliquid task=train trainer=bptt) or use a "
+            f"neuroliquid release that writes {old}")
     if meta.get("format") != NETWORK_FORMAT or "config" not in meta:
         raise ValueError(f"load: {str(path)!r} is not a {NETWORK_FORMAT} file (metadata: {sorted(meta)})")
     return arrays, meta["config"]

@@ -45,6 +45,7 @@ class ModelConfig:
     seed: int = 0
     weights: str | None = None
     dtype: str = "float32"
+    imu_level: bool = True  # the IMU level channel beside the delta events (docs/kernels.md, "Encoders")
 
     def validate(self) -> None:
         require(self.kind in ("fusion", "cfc", "ltc", "lif"), "model.kind", "must be fusion, cfc, ltc or lif", self.kind)
@@ -59,6 +60,7 @@ class ModelConfig:
         require(self.reset_mechanism in ("subtract", "zero", "none"), "model.reset_mechanism",
                  "must be subtract, zero or none", self.reset_mechanism)
         require(self.dtype in ("float32", "float64"), "model.dtype", "must be float32 or float64", self.dtype)
+        require(isinstance(self.imu_level, bool), "model.imu_level", "must be true or false", self.imu_level)
         if self.weights and str(self.weights).startswith("models:/"):
             pass  # a registered model: resolved against tracking.uri when the run starts
         elif self.weights:

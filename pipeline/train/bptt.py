@@ -162,11 +162,12 @@ def _feature_cache(cfg, fc, fingerprint: str, recs: np.ndarray, reader):
     key = json.dumps({"store": fingerprint, "recordings": recs.tolist(), "steps": cfg.trainer.tbptt_steps,
                       "policy": cfg.data.policy, "imu_window": cfg.data.imu_window, "max_age": str(cfg.data.max_age),
                       "encoders": {k: getattr(fc, k) for k in ("camera", "beams", "imu_per_step", "camera_threshold",
-                                                                 "camera_eps", "lidar_r_min", "imu_thresholds")}},
+                                                                 "camera_eps", "lidar_r_min", "imu_thresholds",
+                                                                 "imu_level", "imu_level_scale")}},
                      sort_keys=True, default=str)
     path = Path(cfg.paths.output_dir) / "cache" / "bptt-features" / hashlib.sha256(key.encode()).hexdigest()[:16]
     n_blocks = -(-int(reader.n_steps.max(initial=0)) // cfg.trainer.tbptt_steps)
-    return FeatureCache(path, recs, n_blocks, cfg.trainer.tbptt_steps, fc.n_camera, fc.beams, fc.n_imu)
+    return FeatureCache(path, recs, n_blocks, cfg.trainer.tbptt_steps, fc.n_camera, fc.beams, fc.n_imu, fc.n_level)
 
 
 def _epoch(torch, model, opt, stats: _Stats, encoder, exp, cfg, recs: np.ndarray, epoch: int, train: bool,

@@ -9,7 +9,8 @@ blocks, so memory stays bounded whatever the store's size.
 
 The encoders' output depends on each recording alone (not on its batch-mates), so the
 first epoch also writes it to a :class:`FeatureCache` on disk (memory-mapped ``.npy`` files,
-no pickle: events as int8, which they are exactly, LIDAR currents as float32); later epochs,
+no pickle: events as int8, which they are exactly, LIDAR and IMU level currents as float32);
+later epochs,
 and later trainings of the same store and encoder settings, read blocks from there instead
 of reading and encoding the store again.
 """
@@ -45,15 +46,23 @@ def batches(recordings: np.ndarray, size: int, rng: np.random.Generator | None) 
 
 
 class FeatureCache:
-    """Encoded blocks of ``recordings`` on disk, ``(rows, blocks * steps, ...)`` per part."""
+    """Encoded blocks of ``recordings`` on disk, ``(rows, blocks * steps, ...)`` per part.
+
+    The features ``x = [camera events, LIDAR, IMU events, IMU level]`` (widths ``n_camera,
+    n_lidar, n_imu, n_level``) are kept as ``events`` (camera + IMU, int8) and ``dense``
+    (LIDAR + level, float32)."""
 
     def __init__(self, path: Path, recordings: np.ndarray, n_blocks: int, steps: int, n_camera: int, n_lidar: int,
-                 n_imu: int) -> None:
+                 n_imu: int, n_level: int = 0) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        self.path, self.steps, self.n_camera, self.n_imu = path, steps, n_camera, n_imu
+        self.path, self.steps = path, steps
+        c, li, e = n_camera, n_camera + n_lidar, n_camera + n_lidar + n_imu  # where each part of x ends
+        self.event_cols = np.r_[0:c, li:e]
+        self.dense_cols = np.r_[c:li, e:e + n_level]
+        self.order = np.argsort(np.r_[self.event_cols, self.dense_cols])  # [events, dense] -> x
         self.row = {int(r): i for i, r in enumerate(recordings)}
         n, S = len(recordings), n_blocks * steps
-        spec = {"events": (np.int8, (n, S, n_camera + n_imu)), "lidar": (np.float32, (n, S, n_lidar)),
+        spec = {"events": (np.int8, (n, S, c + n_imu)), "dense": (np.float32, (n, S, n_lidar + n_level)),
                 "targets": (np.float32, (n, S, 3)), "use": (np.bool_, (n, S)), "filled": (np.bool_, (n, n_blocks))}
         self.a = {}
         for name, (dtype, shape) in spec.items():
@@ -67,19 +76,21 @@ class FeatureCache:
     def put(self, recs: np.ndarray, k: int, x: np.ndarray, targets: np.ndarray, use: np.ndarray) -> None:
         rows = [self.row[int(r)] for r in recs]
         t = slice(k * self.steps, (k + 1) * self.steps)
-        c, li = self.n_camera, x.shape[-1] - self.n_imu
-        events = np.concatenate([x[..., :c], x[..., li:]], -1)
+        if x.shape[-1] != len(self.order):
+            raise ValueError(f"FeatureCache: x has {x.shape[-1]} features, the cache {len(self.order)}")
+        events = x[..., self.event_cols]
         if not np.array_equal(events.astype(np.int8), events):
             raise ValueError("FeatureCache: encoder events are not in {-1, 0, 1}: the int8 cache would change them")
         self.a["events"][rows, t] = events.astype(np.int8)
-        self.a["lidar"][rows, t], self.a["targets"][rows, t], self.a["use"][rows, t] = x[..., c:li], targets, use
+        self.a["dense"][rows, t], self.a["targets"][rows, t], self.a["use"][rows, t] = (
+            x[..., self.dense_cols], targets, use)
         self.a["filled"][rows, k] = True
 
     def get(self, recs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = [self.row[int(r)] for r in recs]
         t = slice(k * self.steps, (k + 1) * self.steps)
-        ev = self.a["events"][rows, t].astype(np.float32)
-        x = np.concatenate([ev[..., :self.n_camera], self.a["lidar"][rows, t], ev[..., self.n_camera:]], -1)
+        x = np.concatenate([self.a["events"][rows, t].astype(np.float32), self.a["dense"][rows, t]], -1)
+        x = x[..., self.order]
         return x, np.asarray(self.a["targets"][rows, t]), np.asarray(self.a["use"][rows, t])
 
     def flush(self) -> None:

@@ -140,3 +140,35 @@ def test_errors(backend):
         cam.forward(backend.asarray(np.zeros((1, 2, 2, 2), np.int32)))
     with pytest.raises(ValueError, match="r_min"):
         InverseRange(3, r_min=0.0, backend=backend)
+
+
+def test_imu_level_keeps_the_absolute_rate_the_delta_events_drop(backend):
+    """A steady 0.4 rad/s yaw fires no gyro events after the first sample; the level channel
+    gives 0.4 at every step.  Means are over valid samples only (NaN there never reaches
+    them); a step with no valid sample gives 0."""
+    from kernels.imu_level import WindowMean
+
+    B, T, S = 2, 5, 10
+    imu = np.zeros((B, T, S, 6), np.float32)
+    imu[..., 2] = 9.81
+    imu[..., 5] = 0.4
+    enc = DeltaEncoder(6, [0.2, 0.2, 0.2, 0.05, 0.05, 0.05], backend, np.float32)
+    (on, off), _ = enc.forward(imu.reshape(B, T * S, 6))
+    assert int(backend.to_numpy(on).sum() + backend.to_numpy(off).sum()) == 0
+    level = WindowMean(6, (0.1, 0.1, 0.1, 1.0, 1.0, 1.0), backend, np.float32)
+    valid = np.ones((B, T, S), bool)
+    imu[1, 2, 3:, 5] = np.nan  # dropped samples hold NaN
+    valid[1, 2, 3:] = False
+    imu[0, 1, 0, 5] = 1.4  # one sample of ten differs: the mean moves by 0.1
+    valid[1, 4] = False  # a step with no sample at all
+    got = backend.to_numpy(level.forward(backend.asarray(imu), backend.asarray(valid)))
+    want = np.zeros((B, T, 6), np.float32)
+    want[..., 2], want[..., 5] = 0.981, 0.4
+    want[0, 1, 5] = 0.5
+    want[1, 4] = 0.0
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert level.last_ops == OpCounts(mac=B * T * 6 * (S + 1), dense_mac=B * T * 6 * (S + 1))
+    with pytest.raises(ValueError, match="scale must be 6 finite values"):
+        WindowMean(6, (1.0, 2.0), backend)
+    with pytest.raises(ValueError, match=r"x must be \(B, T, S, 6\)"):
+        level.forward(backend.asarray(imu[..., :5]), backend.asarray(valid))

@@ -140,8 +140,9 @@ def test_op_counts_match_formulas(backend):
     cfg = FusionConfig()
     net = FusionNetwork.init(cfg, backend)
     per = net.dense_ops_per_step()
-    F, H, U, L, n_out = 1444, 128, 128, 128, 3
-    dense = (F + H) * U + U * 4 * H + H * L + (H + L) * n_out  # backbone, heads, LIF synapse, readout
+    F, H, U, L, n_out = 1450, 128, 128, 128, 3  # 32*32 pixels + 360 beams + 10*6 IMU events + 6 IMU levels
+    level = 6 * (10 + 1)  # the level channel's mean: 10 samples and a scale per channel
+    dense = (F + H) * U + U * 4 * H + H * L + (H + L) * n_out + level  # backbone, heads, LIF syn, readout
     assert per.dense_mac == dense
     assert per.nonlin == 32 * 32 + U + 3 * H  # log per pixel, lecun_tanh, tanh f1 f2 + gate
     assert net.mflop_per_sequence(100) == pytest.approx(100 * (2 * dense + per.nonlin) / 1e6)
@@ -150,7 +151,7 @@ def test_op_counts_match_formulas(backend):
     ops = net.last_ops
     assert ops.dense_mac == 20 * dense and ops.nonlin == 20 * per.nonlin
     assert ops.mac <= ops.dense_mac and ops.mac + ops.acc > 0
-    assert net.n_params == 267_392 + L * H + L + (H + L) * n_out + n_out
+    assert net.n_params == 267_392 + 6 * U + L * H + L + (H + L) * n_out + n_out
     # Event paths ran for the sparse camera/IMU inputs and saved MACs.
     event_net = FusionNetwork.init(FusionConfig(event_threshold=1.0), backend)
     event_net.forward(cam, lidar, imu)
@@ -185,8 +186,9 @@ def test_from_parts_with_ncps_and_snntorch_weights(backend):
     (con, coff), _ = net.camera_enc.forward(cam)
     lid, _ = net.lidar_enc.forward(lidar)
     (ion, ioff), _ = net.imu_enc.forward(imu.reshape(2, 80, 6))
+    level = imu.mean(axis=2) * np.array(cfg.imu_level_scale, np.float32)  # every sample valid
     x = np.concatenate([backend.to_numpy(con - coff), backend.to_numpy(lid),
-                        backend.to_numpy(ion - ioff).reshape(2, 8, 60)], axis=2)
+                        backend.to_numpy(ion - ioff).reshape(2, 8, 60), level], axis=2)
     with torch.no_grad():
         want, _ = ref(torch.from_numpy(x))
     np.testing.assert_allclose(backend.to_numpy(out.y), want.numpy(), rtol=0, atol=2e-5)

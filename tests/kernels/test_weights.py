@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from _compare import require_format
@@ -103,8 +105,24 @@ def test_network_file_round_trip_and_format_check(tmp_path, suffix):
     assert config_json == '{"hidden": 4}' and sorted(out) == ["readout.b", "readout.w"]
     np.testing.assert_array_equal(out["readout.w"], arrays["readout.w"])
     params_file = save_params(tmp_path / f"ltc{suffix}", LTC.init(3, 2, backend=get_backend("numpy")).params)
-    with pytest.raises(ValueError, match="is not a neuroliquid-fusion/1 file"):
+    with pytest.raises(ValueError, match="is not a neuroliquid-fusion/2 file"):
         load_network(params_file)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_old_network_format_is_refused_by_name(tmp_path, suffix):
+    """A file from before the IMU level channel (format 1) fails with the versions and the fix named."""
+    from kernels.network import FusionConfig, FusionNetwork
+    from kernels.weights import WeightsFormatError
+
+    require_format(suffix)
+    net = FusionNetwork.init(FusionConfig(imu_level=False), get_backend("numpy"))
+    old_config = {k: v for k, v in json.loads(net.config.to_json()).items() if not k.startswith("imu_level")}
+    path = tmp_path / f"old{suffix}"
+    save_arrays(path, net.named_arrays(), {"format": "neuroliquid-fusion/1", "config": json.dumps(old_config)})
+    with pytest.raises(WeightsFormatError, match=r"has format neuroliquid-fusion/1; this neuroliquid reads "
+                                                 r"neuroliquid-fusion/2: its network has no IMU level channel"):
+        FusionNetwork.load(path, get_backend("numpy"))
 
 def test_npz_never_unpickles(tmp_path):
     path = tmp_path / "evil.npz"
