@@ -11,7 +11,8 @@ windows/s next to the network's seq/s on those windows.  A sequence is one recor
 built inside the figure: what a run's first pass over a store pays) >= 10x the NumPy
 fusion network's seq/s on the same single core, measured here on the same batches
 (interleaved, best of repeats); the warm, fully cached reader's ratio is printed beside
-it, not judged (issue 13: it gave 17.3x where a fresh reader gave 2.6x).
+it, not judged (issue 13: benchmarks/results/data.json, from ``python benchmarks/data.py
+--no-mlflow``, has 20.8x warm where a fresh reader gave 2.77x).
 
 Writes benchmarks/results/data.json and logs one MLflow run (experiment
 "neuroliquid-bench", sqlite store under mlruns/) with log_batch.

@@ -4,12 +4,12 @@ A report, not a test.  Each peer row runs ours (A) and the peer (B) each ALONE i
 freshly spawned process, alternating A B A B ... (``--rounds`` processes per side), one
 warm-up then ``--calls`` timed calls per process; a side's figure is the median of its
 processes' medians and the ratio is peer median / our median.  Timing both in one
-process slowed the peer (our BLAS threads still spinning: ncps CfC 10.4k seq/s there,
-22-25k alone; issue 13).  Both sides get the same thread budget: torch.set_num_threads(T),
-BLAS limited to T threads by threadpoolctl, OMP_WAIT_POLICY=PASSIVE, and
-NumpyBackend(threads=T) -- except the main CfC row, which uses NumpyBackend(threads=1):
-its scan is BLAS-bound, and T Python threads each running T-threaded GEMMs oversubscribe
-the cores.  The event-path rows compare two of our own paths and stay in one process.
+process slowed the peer (our BLAS threads still spinning; issue 13).  Both sides get the
+same thread budget: torch.set_num_threads(T), BLAS limited to T threads by threadpoolctl,
+OMP_WAIT_POLICY=PASSIVE, and NumpyBackend(threads=T) -- except the main CfC row, which
+uses NumpyBackend(threads=1): its scan is BLAS-bound, and T Python threads each running
+T-threaded GEMMs oversubscribe the cores.  The event-path rows compare two of our own
+paths and stay in one process.
 
     python benchmarks/kernels.py [--batch 256 --steps 10 --features 1444 --units 128 --rounds 3 --calls 5]
 

@@ -29,8 +29,11 @@ builds on the ramp -- tested only where the ramp built one: a ramp the minimum p
 absorbs makes that verdict N/A, printed with the ramp's top rate, never a pass.  The report's SLA verdicts (conf/slo) are printed beside the measured Dask
 round-trip floor (a no-op task's submit-to-result time, measured in each run).
 
-    python benchmarks/load.py [--scale 1.0 --repeats 3]   # ~8-10 min on 2 cores
-    python benchmarks/load.py --quick                     # ~2 min smoke run
+    python benchmarks/load.py [--scale 1.0 --repeats 3]   # 9 runs, ~6.6 min on 2 cores
+    python benchmarks/load.py --quick                     # smoke run: scale 0.3, 1 repeat
+
+(~6.6 min: the 9 runs' wall_s in benchmarks/results/load.json, 43-47 s each, 393 s in
+all; the store set-up and the bare-network timing come on top.)
 
 Prints the table, writes benchmarks/results/load.json and logs one MLflow run to
 sqlite:///<repo>/mlruns/mlflow.db, experiment "neuroliquid-bench".

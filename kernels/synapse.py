@@ -11,23 +11,14 @@ The energy model prices the two differently (Norse-style synaptic operations: on
 accumulate per input spike per fan-out synapse), which is why ``Linear`` records
 ``last_path`` and ``last_ops``.
 
-Measured crossover (this repository's dev box: 2 shared cores, OpenBLAS 0.3.31,
-NumPy 2.4, float32, N = 2560 rows (e.g. B=256 x T=10), O = 128 outputs, random
-binary input, best of 9 after a warm-up; ``measure_crossover`` reproduces it on any
-backend).  Density = fraction of ones; times in ms, BLAS on 2 threads::
-
-    F     density: 0.1%  0.5%   1%   1.5%   2%    3%    5%
-    1024  dense     3.5   3.5   3.5   3.6   3.7   3.4   3.6
-          event     1.0   1.5   2.4   3.2   3.7   5.1   8.0
-    128   dense     0.42  0.42  0.42  0.42  0.41  0.42  0.42
-          event     0.14  0.23  0.33  0.42  0.51  0.72  1.1
-    60    dense     0.21  0.20  0.21  0.20  0.20  0.20  0.20
-          event     0.09  0.14  0.19  0.24  0.28  0.35  0.54
-
-Crossover ~1-1.5 % with 2 BLAS threads, ~3 % with OPENBLAS_NUM_THREADS=1 (dense
-doubles, event unchanged).  ``DEFAULT_EVENT_THRESHOLD`` = 0.01 takes the event path
-only where it won in both settings.  A GPU's crossover differs; measure it there and
-pass ``event_threshold`` (the network config carries it).
+Where the event path beats dense depends on F, O, the backend and its BLAS threads;
+measure it rather than trust a table: ``python benchmarks/kernels.py`` (the "event matmul
+@ 2% / 10% activity" rows of benchmarks/results/kernels.json: at F = 1444, O = 128,
+N = 2560 the event path ran at 0.38x dense speed at 2 % activity and 0.13x at 10 %) and
+``kernels.synapse.measure_crossover(backend)``, which times both paths over a density
+sweep on any backend.  ``DEFAULT_EVENT_THRESHOLD`` = 0.01 takes the event path only
+below 1 % activity; a GPU's crossover differs: measure it there and pass
+``event_threshold`` (the network config carries it).
 """
 
 from __future__ import annotations
