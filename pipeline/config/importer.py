@@ -54,11 +54,13 @@ class ImportConfig:
     cloud_max_range_m: float = 30.0
     base_frame: str = "base_link"  # IMU mounting: /tf_static base_frame -> the IMU's frame_id
     imu_rotation_rpy_deg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # else this
+    lidar_yaw_deg: float = 0.0  # LIDAR mounting yaw when /tf_static has no base_frame -> scan frame transform
     ahead_distance_m: float = 2.0  # obstacle-ahead: a return closer than this
     ahead_half_angle_deg: float = 30.0  # within +- this of straight ahead
     max_reorder_s: float = 1.0  # header stamps further back than this: the clock went backwards
     split_gap_s: float | None = None  # split a bag into recordings where no sensor message comes for this long
     workers: int = 0  # conversion processes; 0 = all cores
+    slice_min_mb: float | None = 256.0  # a bag of n x this many MB converts as up to n time slices in parallel
 
     def validate(self, required: bool = False, prefix: str = "import") -> None:
         """Check every value; ``required``: this is ``task=import``, so ``source`` must be set."""
@@ -90,9 +92,13 @@ class ImportConfig:
         require(len(self.imu_rotation_rpy_deg) == 3 and all(math.isfinite(v) for v in self.imu_rotation_rpy_deg),
                 f"{prefix}.imu_rotation_rpy_deg", "must be three finite angles (roll, pitch, yaw in degrees)",
                 self.imu_rotation_rpy_deg)
+        require(math.isfinite(self.lidar_yaw_deg), f"{prefix}.lidar_yaw_deg", "must be a finite angle in degrees",
+                self.lidar_yaw_deg)
         require(self.ahead_half_angle_deg <= 180, f"{prefix}.ahead_half_angle_deg", "must be <= 180",
                 self.ahead_half_angle_deg)
         require(self.workers >= 0, f"{prefix}.workers", "must be >= 0", self.workers)
+        require(self.slice_min_mb is None or self.slice_min_mb > 0, f"{prefix}.slice_min_mb",
+                "must be null (one pass per bag) or > 0 MB", self.slice_min_mb)
         require(self.split_gap_s is None or self.split_gap_s > 0, f"{prefix}.split_gap_s",
                 "must be null (one recording per bag) or > 0 seconds", self.split_gap_s)
         require(bool(self.base_frame), f"{prefix}.base_frame", "must name a frame", self.base_frame)

@@ -196,3 +196,51 @@ def _msgs_tiny():
         out.append((TOPICS["camera"], TYPES["camera"], t, M.image(t, _band_image(), "rgb8")))
         out.append((TOPICS["lidar"], TYPES["lidar"], t, _object_scan(t=t)))
     return out
+
+
+def _tf(t, parent, child, yaw_deg):
+    T = M.T
+    h = math.radians(yaw_deg) / 2
+    return ("/tf_static", TYPES["tf"], t, T[TYPES["tf"]](transforms=[T["geometry_msgs/msg/TransformStamped"](
+        header=M.header(t, parent), child_frame_id=child, transform=T["geometry_msgs/msg/Transform"](
+            translation=M.vec(0, 0, 0), rotation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(h),
+                                                                                  w=math.cos(h))))]))
+
+
+@pytest.mark.parametrize("how", ["tf_static", "config", "tf_static-after-the-first-scan", "cloud"])
+def test_lidar_mounting_yaw_turns_the_scan_into_the_body_frame(how, tmp_path):
+    """A LIDAR mounted turned 90 deg left (``base_link -> laser`` in /tf_static, or
+    ``import.lidar_yaw_deg``): its object at 44..46 deg is at 134..136 deg of the body."""
+    msgs = []
+    for k in range(10):
+        t = T0 + k * 100_000_000
+        msgs.append((TOPICS["camera"], TYPES["camera"], t, M.image(t, _band_image(), "rgb8")))
+        if how == "cloud":  # a point at 3 m, 45 deg left of the sensor
+            xyz = np.array([[3 * math.cos(math.radians(45)), 3 * math.sin(math.radians(45)), 0.0]])
+            msgs.append((TOPICS["lidar"], TYPES["cloud"], t, M.cloud(t, xyz)))
+        else:
+            msgs.append((TOPICS["lidar"], TYPES["lidar"], t, _object_scan(t=t)))
+    for i in range(100):
+        t = T0 + 10_000_000 * i
+        msgs.append((TOPICS["imu"], TYPES["imu"], t, M.imu(t, [0, 0, 9.8, 0, 0, 0])))
+    frame = "lidar" if how == "cloud" else "laser"
+    if how != "config":  # after the first scan: too late for the scans, ignored
+        msgs.append(_tf(T0 + (50_000_000 if how.endswith("scan") else 0), "base_link", frame, 90.0))
+    write_rosbag2(tmp_path / "bag", sorted(msgs, key=lambda m: m[2]), M)
+    d = DataConfig(source="zarr", path=str(tmp_path / "out.zarr"))
+    d.validate()
+    icfg = ImportConfig(source=str(tmp_path / "bag"), workers=1, topics=ImportTopics(odometry=None),
+                        lidar_yaw_deg=90.0 if how == "config" else 0.0)
+    import_bags(icfg, d, progress=False)
+    ds = open_dataset(d.path).load()
+    lid, lidar = ds.lidar.values[0, :10], json.loads(ds.attrs["import_recordings"])[0]["lidar"]
+    if how == "cloud":
+        assert (lid[:, 135] == pytest.approx(3.0)) and (np.delete(lid, 135, axis=1) == 30.0).all()
+    elif how.endswith("scan"):
+        assert (lid[:, 44:47] == 3.0).all() and lidar["yaw_rad"] == 0.0  # the laser's own frame, as recorded
+    else:
+        assert (lid[:, 134:137] == 3.0).all() and (np.delete(lid, [134, 135, 136], axis=1) == 10.0).all()
+    if how in ("tf_static", "cloud"):
+        assert lidar["yaw_source"] == f"/tf_static: base_link -> {frame}"
+        assert lidar["yaw_rad"] == pytest.approx(math.pi / 2)
+    assert lidar["frame_id"] == frame

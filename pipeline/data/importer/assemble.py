@@ -2,8 +2,9 @@
 
 The store is created once from the staged counts (every recording's exact frame, scan,
 sample and step counts).  Each task owns one group of ``shard_recordings`` rows and writes
-its whole shards one time shard of one modality at a time, so no two tasks write the same
-shard and a task holds one shard of data (plus the staged stamps of its rows).
+its whole shards, one modality at a time, as many whole time shards per write as fit in
+16 MiB (``WRITE_BYTES``; at least one), so no two tasks write the same shard and a task
+holds at most the larger of one shard and 16 MiB of data (plus the staged stamps of its rows).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipeline.data.schema import MODALITIES, PAD_TIME, SCHEMA_VERSION, VARIABLES
 from pipeline.data.store import plan_encoding, write_region
 
 IMPORTER = "neuroliquid.import/1"
+WRITE_BYTES = 16 * 2**20  # one write: as many whole time shards as fit (at least one; each call costs ~15 ms)
 
 
 def _nominal(rate: float) -> float:
@@ -85,13 +87,16 @@ class _Indexed:
 
 def write_group(path: str, results: list[dict], r0: int, r1: int, sizes: dict, enc: dict, icfg: ImportConfig,
                 names: list[str]) -> int:
-    """Write rows ``[r0, r1)`` (whole shards, one time shard at a time); returns bytes written."""
+    """Write rows ``[r0, r1)`` (whole shards: one time shard at a time, or as many as fit in
+    ``WRITE_BYTES``); returns bytes written."""
     group, written = results[r0:r1], 0
     for name, m in MODALITIES.items():
         staged = [_staged(r, name, icfg) for r in group]
         spec, cap, shard_t = VARIABLES[m.var], sizes[m.dim], enc[m.var]["shards"][1]
-        for i0 in range(0, cap, shard_t):
-            i1 = min(i0 + shard_t, cap)
+        row = int(np.prod([sizes[x] for x in spec.dims[2:]])) * np.dtype(spec.dtype).itemsize + 8  # + its stamp
+        step = shard_t * max(1, WRITE_BYTES // (len(group) * shard_t * row))  # whole shards, <= WRITE_BYTES
+        for i0 in range(0, cap, step):
+            i1 = min(i0 + step, cap)
             data = np.full((len(group), i1 - i0) + tuple(sizes[x] for x in spec.dims[2:]), spec.fill, spec.dtype)
             times = np.full((len(group), i1 - i0), PAD_TIME, np.int64)
             for i, (t, rows) in enumerate(staged):

@@ -112,13 +112,23 @@ def resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     if (h, w) == (out_h, out_w):
         return _luma(crop)
     if h % out_h == 0 and w % out_w == 0:  # whole blocks: exact integer sums
-        fy, fx = h // out_h, w // out_w  # (reduceat: 4x faster than a reshaped mean on 480 x 480 x 3)
-        x = np.add.reduceat(crop, np.arange(0, w, fx), axis=1, dtype=np.uint32)
-        small = np.add.reduceat(x, np.arange(0, h, fy), axis=0, dtype=np.uint32).astype(np.float32) / (fy * fx)
+        fy, fx = h // out_h, w // out_w
+        small = block_sums(crop, fy, fx).astype(np.float32) / (fy * fx)
     else:
         rows = np.tensordot(_area_matrix(h, out_h), crop.astype(np.float32), axes=(1, 0))  # (out_h, w, c)
         small = np.tensordot(rows, _area_matrix(w, out_w), axes=(1, 1)).transpose(0, 2, 1)  # (out_h, out_w, c)
     return _luma(small)
+
+
+def block_sums(px: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """Exact integer sums of the ``fy x fx`` blocks of ``px`` ((h, w, c) uint8, h and w whole
+    multiples): the rows of each block first, as contiguous vector adds, then the columns
+    of the (h / fy) rows left, in the smallest integer type that cannot overflow (0.1 ms on
+    480 x 480 x 3: 10x ``np.add.reduceat`` over the columns of the full image first)."""
+    h, w, c = px.shape
+    acc = np.uint16 if fy * fx * 255 <= np.iinfo(np.uint16).max else np.uint32
+    rows = px.reshape(h // fy, fy, w * c).sum(axis=1, dtype=acc)  # (out_h, w * c); a view when rows are contiguous
+    return np.add.reduceat(rows.reshape(h // fy, w, c), np.arange(0, w, fx), axis=1, dtype=acc)
 
 
 @functools.lru_cache(maxsize=32)
@@ -182,14 +192,16 @@ def cloud_xyz(msg) -> np.ndarray:
     return np.stack([pts["x"], pts["y"], pts["z"]], axis=1).astype(np.float64)
 
 
-def cloud_scan(xyz: np.ndarray, z_min: float, z_max: float, beams: int, max_range: float) -> np.ndarray:
+def cloud_scan(xyz: np.ndarray, z_min: float, z_max: float, beams: int, max_range: float,
+               yaw: float = 0.0) -> np.ndarray:
     """(beams,) float32: the nearest point per beam sector within the height band; no-return
-    (``max_range``) where a sector holds none."""
+    (``max_range``) where a sector holds none.  ``yaw``: the sensor's mounting yaw (rad), added
+    to each point's bearing."""
     keep = np.isfinite(xyz).all(axis=1) & (xyz[:, 2] >= z_min) & (xyz[:, 2] <= z_max)
     x, y = xyz[keep, 0], xyz[keep, 1]
     r = np.hypot(x, y)
     near = r <= max_range
-    sector = np.floor(np.mod(np.arctan2(y[near], x[near]), 2 * math.pi) / (2 * math.pi / beams) + 0.5)
+    sector = np.floor(np.mod(np.arctan2(y[near], x[near]) + yaw, 2 * math.pi) / (2 * math.pi / beams) + 0.5)
     sector = sector.astype(np.int64) % beams
     out = np.full(beams, np.inf)
     np.minimum.at(out, sector, r[near])

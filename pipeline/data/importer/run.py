@@ -1,8 +1,10 @@
 """``neuroliquid task=import``: ROS bags to a recording store, on Dask.
 
 1. find the recordings under ``import.source`` and open each once (topics, types, counts);
-2. convert each recording in its own Dask task (processes, as the generator), staging its
-   converted rows beside the output store;
+2. convert each recording in its own Dask task (processes, as the generator; one bag: in
+   this process), staging its converted rows beside the output store; a bag of at least
+   ``2 x import.slice_min_mb`` MB is converted as time slices in parallel (its share of
+   ``import.workers``; :mod:`pipeline.data.importer.slices`);
 3. create the store once from the staged counts, then write it with one task per shard
    group (no two tasks share a shard); remove the staging folder.
 
@@ -60,9 +62,7 @@ def import_bags(icfg: ImportConfig, d: DataConfig, progress: bool = True) -> dic
     """Import ``icfg.source`` into the store ``d.path``; returns a summary (see module doc).
 
     Raises :class:`BagError` (``import.source`` holds no bag) or :class:`ImportFailed`."""
-    import dask  # noqa: PLC0415
-
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_times()
     sources, skipped = find_recordings(icfg.source)
     try:  # refuse a bad output path before any work; an old store is replaced only at the end
         prepare_path(d.path, False)
@@ -70,6 +70,7 @@ def import_bags(icfg: ImportConfig, d: DataConfig, progress: bool = True) -> dic
         if not (d.overwrite and is_store(d.path)):
             raise
     plans = [plan_recording(s, icfg) for s in sources]  # first pass: topics, types, counts
+    idle = idle_cores(cpu0, cpu_times())  # cores other work left idle during the first pass
     errors = [p.error for p in plans if p.error is not None]
     if errors and d.policy == "fail":  # named before any conversion
         raise ImportFailed(errors)
@@ -77,9 +78,15 @@ def import_bags(icfg: ImportConfig, d: DataConfig, progress: bool = True) -> dic
     Path(d.path).parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{Path(d.path).name}.staging-", dir=Path(d.path).parent))
     try:
-        tasks = [dask.delayed(stage_recording)(p, icfg, str(staging / f"{i:05d}"), icfg.lidar_max_range_m,
-                                               d.model_rate_hz) for i, p in enumerate(good)]
-        staged = [r for rs in (_compute(tasks, icfg.workers, progress) if tasks else []) for r in rs]
+        args = [(p, icfg, str(staging / f"{i:05d}"), icfg.lidar_max_range_m, d.model_rate_hz,
+                 _processes(p, icfg, len(good), idle)) for i, p in enumerate(good)]
+        if len(args) == 1:  # one bag: converted here (in time slices), no Dask start-up
+            staged = stage_recording(*args[0], meanwhile=_warm_store_imports)
+        else:
+            import dask  # noqa: PLC0415  (heavy; only needed with several bags)
+
+            tasks = [dask.delayed(stage_recording)(*a) for a in args]
+            staged = [r for rs in (_compute(tasks, icfg.workers, progress) if tasks else []) for r in rs]
         errors += [r["error"] for r in staged if "error" in r]
         results = [r for r in staged if "error" not in r]
         if errors and d.policy == "fail":
@@ -93,16 +100,60 @@ def import_bags(icfg: ImportConfig, d: DataConfig, progress: bool = True) -> dic
         create_store(d.path, sizes, attrs, enc, overwrite=d.overwrite, names=names)
         step = enc["t_start"]["chunks"][0]
         groups = [(r, min(r + step, len(results))) for r in range(0, len(results), step)]
-        written = _compute([dask.delayed(write_group)(d.path, results, a, b, sizes, enc, icfg, names)
-                            for a, b in groups], icfg.workers, progress)
+        if len(groups) == 1:
+            written = [write_group(d.path, results, *groups[0], sizes, enc, icfg, names)]
+        else:
+            import dask  # noqa: PLC0415
+
+            written = _compute([dask.delayed(write_group)(d.path, results, a, b, sizes, enc, icfg, names)
+                                for a, b in groups], icfg.workers, progress)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     table = summary_table([r["report"] for r in results], quarantined, skipped)
     in_bytes = sum(_size(p) for s in sources for p in s.paths)
     seconds = time.perf_counter() - t0
     return {"path": d.path, "recordings": len(results), "quarantined": len(quarantined), "bytes_in": in_bytes,
+            "processes": [a[-1] for a in args], "idle_cores": round(idle, 2),
             "bytes_written": int(sum(written)), "seconds": seconds, "mb_per_s": in_bytes / 1e6 / seconds,
             "targets": "targets" in names, "table": table}
+
+
+def _warm_store_imports() -> None:
+    """Import what creating the store needs (dask.array: ~0.6 s) while slice processes start."""
+    import dask.array  # noqa: F401, PLC0415
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs from /proc/stat (None where there is none)."""
+    try:
+        with open("/proc/stat") as fh:
+            v = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return v[3] + (v[4] if len(v) > 4 else 0), sum(v)
+
+
+def idle_cores(before, after) -> float:
+    """Cores idle between two :func:`cpu_times` samples (all of them when unknown, or when
+    the samples are less than ~50 ms apart: too few clock ticks to tell)."""
+    cores = os.cpu_count() or 1
+    if before is None or after is None or after[1] - before[1] < 5 * cores:
+        return float(cores)
+    return cores * (after[0] - before[0]) / (after[1] - before[1])
+
+
+def _processes(p, icfg: ImportConfig, bags: int, idle: float) -> int:
+    """Processes converting bag ``p`` (in time slices): its share of ``import.workers``, at
+    most one per ``import.slice_min_mb`` of the bag (a slice process costs ~0.3 s to start).
+    ``import.workers=0`` (all cores) counts only the cores found idle during the first pass
+    (``idle``), plus this process's: on a machine other work keeps busy, extra processes
+    only share the same cores and add their start-up."""
+    if icfg.slice_min_mb is None:
+        return 1
+    share = (icfg.workers or os.cpu_count() or 1) // max(1, bags)
+    if not icfg.workers:
+        share = min(share, 1 + int(idle + 0.5))
+    return max(1, min(share, int(sum(_size(f) for f in p.source.paths) / (icfg.slice_min_mb * 1e6))))
 
 
 def _size(path: str) -> int:

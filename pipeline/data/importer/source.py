@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data.importer.mcapfast import lean_messages, mcap_file
+
 
 class BagError(Exception):
     """A bag that cannot become a recording: ``kind`` is one of ``missing-topic``,
@@ -41,14 +43,19 @@ class BagSource:
 
 
 class Bag:
-    """An open bag: ``topics`` maps name -> (message type, message count)."""
+    """An open bag: ``topics`` maps name -> (message type, message count); ``span`` is
+    (first, last) receive time in ns; ``cdr``: every message is little-endian-capable ROS 2
+    CDR (the raw fast paths of :mod:`pipeline.data.importer.cdr` may read it)."""
 
-    def __init__(self, topics: dict[str, tuple[str, int]], messages, deserialize) -> None:
+    def __init__(self, topics: dict[str, tuple[str, int]], messages, deserialize, span=(0, 0),
+                 cdr: bool = False) -> None:
         self.topics, self._messages, self.deserialize = topics, messages, deserialize
+        self.span, self.cdr = span, cdr
 
-    def messages(self, topics):
-        """``(topic, receive_ns, raw bytes)`` of ``topics``, in receive order."""
-        return self._messages(list(topics))
+    def messages(self, topics, start: int | None = None, stop: int | None = None):
+        """``(topic, receive_ns, raw bytes)`` of ``topics`` received in [start, stop) ns
+        (None: unbounded), in receive order."""
+        return self._messages(list(topics), start, stop)
 
 
 def _reader_errors() -> tuple[type[BaseException], ...]:
@@ -82,19 +89,19 @@ class _Guarded(Bag):
     """Reader errors while iterating or deserialising also become ``corrupt-bag``."""
 
     def __init__(self, bag: Bag, src: BagSource, errors) -> None:
-        super().__init__(bag.topics, bag._messages, self._deserialize)
+        super().__init__(bag.topics, bag._messages, self._deserialize, bag.span, bag.cdr)
         self._src, self._errors, self._raw_deserialize = src, errors, bag.deserialize
 
     def _deserialize(self, raw, msgtype):
         try:
-            return self._raw_deserialize(raw, msgtype)
+            return self._raw_deserialize(raw.tobytes() if isinstance(raw, memoryview) else raw, msgtype)
         except self._errors as exc:
             raise BagError("corrupt-bag", self._src.name, f"a {msgtype} message does not deserialize: "
                            f"{type(exc).__name__}: {exc}") from None
 
-    def messages(self, topics):
+    def messages(self, topics, start: int | None = None, stop: int | None = None):
         try:
-            yield from self._messages(list(topics))
+            yield from self._messages(list(topics), start, stop)
         except self._errors as exc:
             raise BagError("corrupt-bag", self._src.name, f"reading {', '.join(self._src.paths)} failed "
                            f"(truncated or corrupt?): {type(exc).__name__}: {exc}") from None
@@ -110,14 +117,22 @@ def _open_any(src: BagSource):
     try:
         topics = {n: (info.msgtype or "?", int(info.msgcount)) for n, info in reader.topics.items()}
 
-        def messages(names):
+        cdr = reader.is2 and all(getattr(c.ext, "serialization_format", "cdr") == "cdr" for c in reader.connections)
+        one = mcap_file(src.paths[0]) if src.kind == "rosbag2" and cdr else None
+        lean = lean_messages(one) if one is not None else None  # same stream, less per message
+
+        def messages(names, start, stop):
             conns = [c for c in reader.connections if c.topic in names]
             if not conns:
                 return
-            for conn, t, raw in reader.messages(connections=conns):
+            if lean is not None:
+                yield from lean(names, start, stop)
+                return
+            for conn, t, raw in reader.messages(connections=conns, start=start, stop=stop):
                 yield conn.topic, int(t), raw
 
-        yield Bag(topics, messages, reader.deserialize)
+        span = (int(reader.start_time), int(reader.end_time) - 1) if reader.connections else (0, 0)
+        yield Bag(topics, messages, reader.deserialize, span, cdr)
     finally:
         reader.close()
 
@@ -145,8 +160,11 @@ def _open_mcap(src: BagSource):
             old = topics.get(ch.topic, (name, 0))
             topics[ch.topic] = (name if old[0] == name else "?", old[1] + n)
 
-        def messages(names):
-            for _, channel, message in reader.iter_messages(topics=names, log_time_order=True):
+        def messages(names, start, stop):
+            for _, channel, message in reader.iter_messages(topics=names, starting_at=start, ending_before=stop,
+                                                            log_time_order=True):
                 yield channel.topic, int(message.log_time), message.data
 
-        yield Bag(topics, messages, store.deserialize_cdr)
+        st = summary.statistics
+        cdr = all(ch.message_encoding == "cdr" for ch in summary.channels.values())
+        yield Bag(topics, messages, store.deserialize_cdr, (int(st.message_start_time), int(st.message_end_time)), cdr)

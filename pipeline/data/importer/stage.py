@@ -1,8 +1,9 @@
 """Convert one recording (a Dask task): stream its messages once, stage schema rows on disk.
 
-Camera and LIDAR rows are appended to flat files as they are converted (memory stays
-bounded by one message whatever the bag's size); IMU and odometry values (48 and 24 bytes
-a message) and every stamp stay in memory.  At the end each stream is sorted by stamp
+The messages are converted in one pass, or in time slices in parallel joined in order
+(:mod:`pipeline.data.importer.convert`, :mod:`pipeline.data.importer.slices`): camera and
+LIDAR rows are staged in files as they are converted; IMU and odometry values and every
+stamp stay in memory, in arrival order.  Then each stream is sorted by stamp
 (out-of-order messages counted), exact duplicates (same stamp, same converted row) dropped
 and counted, a second message with the same stamp but other data rejected, and a stamp
 further back than ``import.max_reorder_s`` is a ``clock-backwards`` error.  Then the IMU is
@@ -13,8 +14,6 @@ rotated into the body frame and resampled, and targets are put on the model cloc
 from __future__ import annotations
 
 import math
-from array import array
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,89 +21,21 @@ import numpy as np
 from pipeline.config import ImportConfig
 from pipeline.data.importer import messages as mm
 from pipeline.data.importer.discover import BagPlan
+from pipeline.data.importer.mounting import lidar_setup
 from pipeline.data.importer.resample import imu_to_rate, rates_hz, targets_on_clock
-from pipeline.data.importer.source import BagError, open_bag
+from pipeline.data.importer.slices import convert_bag
+from pipeline.data.importer.source import BagError
 from pipeline.data.schema import NS
 
 
-class _Stream:
-    """One modality's converted rows, in arrival order, with their stamps and counts."""
-
-    def __init__(self, topic: str, msgtype: str, path: Path | None = None, width: int = 0) -> None:
-        self.topic, self.msgtype = topic, msgtype
-        self.file = open(path, "wb") if path is not None else None  # noqa: SIM115  (closed in finish)
-        self.path, self.values = path, array("d")
-        self.width, self.stamps, self.n_rows = width, array("q"), 0
-        self.read, self.fallback, self.rejected = 0, 0, Counter()
-        self.info: dict = {}
-
-    def add(self, stamp: int, row) -> None:
-        self.stamps.append(stamp)
-        if self.file is not None:
-            self.file.write(np.ascontiguousarray(row).tobytes())
-        else:
-            self.values.extend(row)
-        self.n_rows += 1
-
-    def rows(self, dtype, shape) -> np.ndarray:
-        if self.file is not None:
-            self.file.close()
-            return (np.memmap(self.path, dtype, "r", shape=(self.n_rows, *shape)) if self.n_rows
-                    else np.zeros((0, *shape), dtype))
-        return np.frombuffer(self.values, np.float64).reshape(-1, self.width)
-
-    def finish(self, name: str, rows: np.ndarray, max_reorder_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted unique stamps, row index of each); counts what it re-sorts and drops."""
-        s = np.frombuffer(self.stamps, np.int64)
-        if s.size == 0:
-            self.info.update(kept=0, reordered=0, duplicates=0)
-            return s, np.zeros(0, np.int64)
-        prev_max = np.maximum.accumulate(s)
-        back = np.concatenate([[0], prev_max[:-1] - s[1:]])
-        if back.max() > max_reorder_ns:
-            i = int(np.argmax(back))
-            raise BagError("clock-backwards", name, f"topic {self.topic!r}: message {i} is stamped "
-                           f"{back[i] / NS:.3f} s before an earlier one (more than import.max_reorder_s): "
-                           "the clock was reset or jumped back")
-        order = np.argsort(s, kind="stable")
-        ss = s[order]
-        same = np.flatnonzero(ss[1:] == ss[:-1]) + 1
-        drop = np.zeros(s.size, bool)
-        dup = 0
-        for j in same:  # rare: compare converted rows
-            first = j - 1
-            while drop[first]:
-                first -= 1
-            if np.array_equal(rows[order[j]], rows[order[first]], equal_nan=True):
-                dup += 1
-            else:
-                self.rejected["same stamp as an earlier message, other data"] += 1
-            drop[j] = True
-        self.info.update(reordered=int((back > 0).sum()), duplicates=dup, kept=int((~drop).sum()))
-        return ss[~drop], order[~drop]
-
-    def counts(self) -> dict:
-        return {"topic": self.topic, "type": self.msgtype, "read": self.read, "stamp_fallback": self.fallback,
-                "rejected": dict(self.rejected), **self.info}
-
-
-def _stamp(msg, receive_ns: int, clock: str, stream: _Stream) -> int:
-    if clock == "receive":
-        return receive_ns
-    st = msg.header.stamp
-    if st.sec == 0 and st.nanosec == 0:  # an unset stamp: the receive time stands in (counted)
-        stream.fallback += 1
-        return receive_ns
-    return int(st.sec) * NS + int(st.nanosec)
-
-
 def stage_recording(plan: BagPlan, icfg: ImportConfig, out_dir: str, max_range: float | None,
-                    model_rate_hz: float) -> list[dict]:
+                    model_rate_hz: float, processes: int = 1, meanwhile=None) -> list[dict]:
     """Convert ``plan``'s bag into ``out_dir``; returns, per recording (one, or one per part
     split at ``import.split_gap_s``), what the assembly needs and its report, or
-    ``[{"error": BagError}]`` (a bad bag never stops the others)."""
+    ``[{"error": BagError}]`` (a bad bag never stops the others).  ``processes``, ``meanwhile``:
+    :func:`pipeline.data.importer.slices.convert_bag`."""
     try:
-        return _stage(plan, icfg, Path(out_dir), max_range, model_rate_hz)
+        return _stage(plan, icfg, Path(out_dir), max_range, model_rate_hz, processes, meanwhile)
     except BagError as exc:
         return [{"name": plan.source.name, "error": exc}]
     except Exception as exc:  # noqa: BLE001  (named and reported: one bad bag never stops the others)
@@ -113,68 +44,18 @@ def stage_recording(plan: BagPlan, icfg: ImportConfig, out_dir: str, max_range: 
             "this importer does not handle)")}]
 
 
-def _stage(plan, icfg: ImportConfig, out: Path, max_range, model_rate_hz) -> dict:
+def _stage(plan, icfg: ImportConfig, out: Path, max_range, model_rate_hz, processes: int, meanwhile) -> dict:
     name, topics = plan.source.name, plan.topics
     out.mkdir(parents=True, exist_ok=True)
     H, W, B = icfg.camera_height, icfg.camera_width, icfg.lidar_beams
-    cam = _Stream(*topics["camera"][:2], out / "camera.bin")
-    lid = _Stream(*topics["lidar"][:2], out / "lidar.bin")
-    imu, odo = _Stream(*topics["imu"][:2], width=6), None
-    if "odometry" in topics:
-        odo = _Stream(*topics["odometry"][:2], width=2)
-    streams = {topics["camera"][0]: cam, topics["lidar"][0]: lid, topics["imu"][0]: imu}
-    if odo is not None:
-        streams[odo.topic] = odo
-    extra = {topics[k][0]: k for k in ("camera_info", "tf_static") if k in topics}
-    covered = np.ones(B, bool)
-    img_seen, scan_seen, tf, fx, imu_frame = Counter(), Counter(), {}, None, None
-    lid_max = float(max_range) if max_range is not None else None
-    if topics["lidar"][1].endswith("PointCloud2"):
-        lid_max = lid_max or icfg.cloud_max_range_m
-    with open_bag(plan.source) as bag:
-        for topic, t_recv, raw in bag.messages(list(streams) + list(extra)):
-            msgtype = bag.topics[topic][0]
-            msg = bag.deserialize(raw, msgtype)
-            if topic in extra:
-                if extra[topic] == "camera_info" and fx is None:
-                    k = getattr(msg, "k", None)
-                    k = getattr(msg, "K", None) if k is None else k
-                    fx = (float(k[0]), int(msg.width)) if k is not None and float(k[0]) > 0 else None
-                elif extra[topic] == "tf_static":
-                    for tr in msg.transforms:
-                        q = tr.transform.rotation
-                        tf[(tr.header.frame_id.lstrip("/"), tr.child_frame_id.lstrip("/"))] = (q.x, q.y, q.z, q.w)
-                continue
-            s = streams[topic]
-            s.read += 1
-            stamp = _stamp(msg, t_recv, icfg.clock, s)
-            try:
-                if s is cam:
-                    px, enc = mm.pixels(msg)
-                    img_seen[(enc, px.shape[:2])] += 1
-                    s.add(stamp, mm.resize(px, H, W))
-                elif s is lid and msgtype.endswith("LaserScan"):
-                    if lid_max is None:
-                        lid_max = float(msg.range_max)
-                    scan_seen[(len(msg.ranges), round(float(msg.angle_min), 9), round(float(msg.angle_increment), 12),
-                               float(msg.range_min), float(msg.range_max))] += 1
-                    row, cov = mm.resample_scan(msg.ranges, msg.range_min, msg.range_max, msg.angle_min,
-                                                msg.angle_increment, B, lid_max)
-                    covered &= cov
-                    s.add(stamp, row)
-                elif s is lid:
-                    xyz = mm.cloud_xyz(msg)
-                    scan_seen[(f"PointCloud2 {int(msg.width) * int(msg.height)} points",)] += 1
-                    s.add(stamp, mm.cloud_scan(xyz, icfg.cloud_z_min_m, icfg.cloud_z_max_m, B, lid_max))
-                elif s is imu:
-                    a, w = msg.linear_acceleration, msg.angular_velocity
-                    imu_frame = imu_frame or msg.header.frame_id.lstrip("/")
-                    s.add(stamp, (a.x, a.y, a.z, w.x, w.y, w.z))
-                else:
-                    tw = msg.twist.twist
-                    s.add(stamp, (tw.linear.x, tw.angular.z))
-            except mm.MessageRejected as exc:
-                s.rejected[str(exc)] += 1
+    p = {k: getattr(icfg, k) for k in ("camera_height", "camera_width", "lidar_beams", "clock", "cloud_z_min_m",
+                                       "cloud_z_max_m", "cloud_max_range_m")}
+    mount = lidar_setup(plan.source, topics, icfg.base_frame, icfg.lidar_yaw_deg,
+                        float(max_range) if max_range is not None else None, icfg.cloud_max_range_m)
+    p["lidar_yaw_rad"] = mount["yaw_rad"]
+    c, lid_max = convert_bag(plan.source, topics, p, out, mount["max_range"], processes, meanwhile)
+    cam, lid, imu, odo = c.cam, c.lid, c.imu, c.odo
+    img_seen, scan_seen, covered, tf, fx, imu_frame = c.img_seen, c.scan_seen, c.covered, c.tf, c.fx, c.imu_frame
     max_back = int(icfg.max_reorder_s * NS)
     cam_rows, lid_rows = cam.rows(np.uint8, (H, W)), lid.rows(np.float32, (B,))
     t_cam, i_cam = cam.finish(name, cam_rows, max_back)
@@ -210,7 +91,8 @@ def _stage(plan, icfg: ImportConfig, out: Path, max_range, model_rate_hz) -> dic
                                               for (e, sh), n in sorted(img_seen.items())],
                    "fov_rad": fov, "fov_source": f"{topics['camera_info'][0]} K[0]" if fov else "import.camera_fov_deg"},
         "lidar": {**lid.counts(), "geometries": [{"geometry": list(k), "messages": n} for k, n in scan_seen.items()],
-                  "covered_beams": int(covered.sum()), "max_range_m": lid_max},
+                  "covered_beams": int(covered.sum()), "max_range_m": lid_max, "frame_id": mount["frame_id"],
+                  "yaw_rad": round(mount["yaw_rad"], 12), "yaw_source": mount["yaw_source"]},
         "imu": {**imu.counts(), "frame_id": imu_frame, "rotation": R.round(9).tolist(), "rotation_source": r_src},
         "odometry": odo.counts() if odo is not None else None,
     }
