@@ -85,14 +85,21 @@ def run(cfg: Config) -> dict:
     stats = _Stats(torch, mu, sd)
     with tracked(exp, {"trainer": "bptt", "eval.split_digest": split["digest"], "resumed_from": cfg.resume or ""}) as tracker:
         tracker.log_params({"train.format": FORMAT, "train.features": fc.n_features})
-        epochs_run = 0
+        epochs_run, io_total, comp_total, t_train = 0, 0.0, 0.0, time.perf_counter()
+        if not cfg.resume:  # (a resumed model has them in its checkpoint)
+            shift, scale, io_total = _input_stats(encoder, exp, cfg, train_recs, cache)
+            model.in_shift.copy_(torch.from_numpy(shift))
+            model.in_scale.copy_(torch.from_numpy(scale))
+            print(f"input standardisation: the training split's per-feature mean and std ({io_total:.1f} s, one "
+                  f"read+encode pass that also fills the feature cache)", flush=True)
         for epoch in range(start, T.epochs):
             t0 = time.perf_counter()
             tr_loss, io_s, comp_s = _epoch(torch, model, opt, stats, encoder, exp, cfg, train_recs, epoch, True, cache)
-            va_loss, va_metrics, _, _ = _epoch(torch, model, None, stats, encoder, exp, cfg, val_recs, epoch, False,
+            va_loss, va_metrics, va_io, va_comp = _epoch(torch, model, None, stats, encoder, exp, cfg, val_recs, epoch, False,
                                                cache)
             wall = time.perf_counter() - t0
             epochs_run += 1
+            io_total, comp_total = io_total + io_s + va_io, comp_total + comp_s + va_comp
             improved = va_loss < best - 1e-6
             if improved:
                 best, best_epoch, bad, best_state = va_loss, epoch, 0, copy.deepcopy(model.state_dict())
@@ -113,6 +120,7 @@ def run(cfg: Config) -> dict:
             if bad >= T.patience:
                 print(f"early stop: validation loss not better for {T.patience} epochs (best: epoch {best_epoch + 1})")
                 break
+        train_s = time.perf_counter() - t_train
         if best_state is not None:
             model.load_state_dict(best_state)
         net = export(model, fc, get_backend("numpy"), scale=np.r_[sd, 1.0], shift=np.r_[mu, 0.0])
@@ -142,7 +150,8 @@ def run(cfg: Config) -> dict:
     print(f"trained weights: {out_file}\nregistered: models:/{model_name}/{version} (alias current)\n"
           f"run them: neuroliquid model.weights=models:/{model_name}/{version}")
     return {"weights": str(out_file), "best_epoch": best_epoch, "validation_loss": best, "run_id": tracker.run_id,
-            "model_uri": f"models:/{model_name}/{version}", "epochs_run": epochs_run, "figures": figures}
+            "model_uri": f"models:/{model_name}/{version}", "epochs_run": epochs_run, "figures": figures,
+            "train_s": train_s, "read_encode_s": io_total, "compute_s": comp_total}
 
 
 class _Stats:
@@ -168,6 +177,27 @@ def _feature_cache(cfg, fc, fingerprint: str, recs: np.ndarray, reader):
     path = Path(cfg.paths.output_dir) / "cache" / "bptt-features" / hashlib.sha256(key.encode()).hexdigest()[:16]
     n_blocks = -(-int(reader.n_steps.max(initial=0)) // cfg.trainer.tbptt_steps)
     return FeatureCache(path, recs, n_blocks, cfg.trainer.tbptt_steps, fc.n_camera, fc.beams, fc.n_imu, fc.n_level)
+
+
+def _input_stats(encoder, exp, cfg, recs: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, float]:
+    """The training split's per-feature mean and std over the steps that count (std 1 where a
+    feature never varies), and the seconds it took: one pass that also fills ``cache``."""
+    from pipeline.train.stream import batches, stream
+
+    T = cfg.trainer
+    t0 = time.perf_counter()
+    n, total, sq = 0, None, None
+    for blk in stream(str(exp.store), encoder, batches(recs, T.batch_recordings, None), exp.reader.n_steps,
+                      T.tbptt_steps, cfg.data, cache=cache):
+        x = blk.x[blk.use].astype(np.float64)
+        total = x.sum(0) if total is None else total + x.sum(0)
+        sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
+        n += len(x)
+    if not n:
+        raise ValueError(f"data.path={exp.store}: the training split has no step with valid inputs and targets")
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
+    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32), time.perf_counter() - t0
 
 
 def _epoch(torch, model, opt, stats: _Stats, encoder, exp, cfg, recs: np.ndarray, epoch: int, train: bool,

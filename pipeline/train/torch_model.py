@@ -4,20 +4,24 @@ The encoders stay fixed preprocessing computed by ``kernels`` exactly as at infe
 (:meth:`kernels.network.FusionNetwork.encode`); what trains is the rest, built from the
 peers users train with, so that :mod:`kernels.interop` exports it without translation:
 
-    x (B, T, F) -> ncps CfC / LTC (constant timespan 1.0) -> h (B, T, hidden)
+    x (B, T, F) -> (x - shift) / scale -> ncps CfC / LTC (constant timespan 1.0) -> h (B, T, hidden)
                 -> Linear(hidden, lif_units) -> snnTorch Leaky (surrogate gradient) -> s
     y = Linear([h, s]) (B, T, 3)    (the readout; without a liquid layer the LIF current is
                                      Linear(x), without LIF the readout reads h alone)
 
 ncps squeezes per-sample timespans so that they broadcast over units, which is wrong for a
 batch (mlech26l/ncps#83): no timespans are passed (1.0 per step, as the kernels default).
-Training sees standardised speed and yaw rate and the obstacle logit; :func:`export`
-folds the target scaling into the readout so the kernels' ``y`` is in physical units.
+Training sees standardised inputs (``shift``, ``scale``: fixed buffers, the training split's
+per-feature mean and std) and standardised speed and yaw rate and the obstacle logit;
+:func:`export` folds the input standardisation into the first layer (CfC ``w_x``/``b_x``,
+LTC's affine input map, or the LIF synapse) and the target scaling into the readout, so the
+kernels run on the encoders' own features and their ``y`` is in physical units.
 Only this module and :mod:`pipeline.train.bptt` import torch (the ``train`` extra).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -68,10 +72,13 @@ def build(config, seed: int, dtype: str = "float32"):
                                      spike_grad=surrogate.fast_sigmoid())
                 n_read += c.lif_units
             self.readout = torch.nn.Linear(n_read, c.n_outputs)
+            self.register_buffer("in_shift", torch.zeros(c.n_features))
+            self.register_buffer("in_scale", torch.ones(c.n_features))
 
         def forward(self, x, state):
             """``x (B, T, F)``, ``state = (h0 | None, mem0 | None)`` -> ``(y, spikes, state)``."""
             h0, mem = state
+            x = (x - self.in_shift) / self.in_scale
             h, hT = None, None
             if self.liquid is not None:
                 h, hT = self.liquid(x, h0)
@@ -102,16 +109,25 @@ def export(model, config, backend, scale: np.ndarray | None = None, shift: np.nd
     from kernels.network import FusionNetwork
 
     c = config
+    m = to_numpy(model.in_shift).astype(np.float64)
+    s = to_numpy(model.in_scale).astype(np.float64)
     liquid = None
     if c.liquid == "cfc":
         liquid = cfc_from_ncps(model.liquid.state_dict(), mode=c.cfc_mode, activation=c.activation,
                                backbone_layers=c.backbone_layers)
+        w, b = _fold(liquid.w_x, liquid.b_x, m, s)
+        liquid = dataclasses.replace(liquid, w_x=w.astype(liquid.w_x.dtype), b_x=b.astype(liquid.b_x.dtype))
     elif c.liquid == "ltc":
         liquid = ltc_from_ncps(model.liquid.state_dict(), ode_unfolds=c.ode_unfolds)
+        iw = np.asarray(liquid.input_w, np.float64)  # x' * iw + ib, x' = (x - m) / s
+        liquid = dataclasses.replace(liquid, input_w=(iw / s).astype(liquid.input_w.dtype),
+                                     input_b=(liquid.input_b - m * iw / s).astype(liquid.input_b.dtype))
     lif = lif_w = lif_b = None
     if c.spiking:
         lif = lif_from_snntorch(model.lif.beta, model.lif.threshold, c.reset, units=c.lif_units)
         lif_w, lif_b = to_numpy(model.syn.weight).T.copy(), to_numpy(model.syn.bias).copy()
+        if c.liquid is None:  # the synapse reads the features themselves
+            lif_w, lif_b = _fold(lif_w, lif_b, m, s)
     w, b = to_numpy(model.readout.weight).T.astype(np.float64), to_numpy(model.readout.bias).astype(np.float64)
     k = w.shape[1]
     scale = np.ones(k) if scale is None else np.asarray(scale, np.float64)
@@ -120,6 +136,12 @@ def export(model, config, backend, scale: np.ndarray | None = None, shift: np.nd
     return FusionNetwork.from_parts(c, backend, liquid=liquid, lif=lif, lif_w=_cast(lif_w, dt),
                                     lif_b=_cast(lif_b, dt), readout_w=(w * scale).astype(dt),
                                     readout_b=(b * scale + shift).astype(dt))
+
+
+def _fold(w: np.ndarray, b: np.ndarray, m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``((x - m) / s) W + b == x W' + b'`` with ``W' = W / s`` (per row) and ``b' = b - (m / s) W``, float64."""
+    w64 = np.asarray(w, np.float64)
+    return w64 / s[:, None], np.asarray(b, np.float64) - (m / s) @ w64
 
 
 def _cast(a: Any, dt: np.dtype):

@@ -46,6 +46,9 @@ def test_export_gives_the_torch_models_outputs_in_float64(store, kind):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
+        # the input standardisation export folds into the first layer: every feature moved and scaled
+        model.in_shift.copy_(torch.linspace(-0.3, 0.3, fc.n_features, dtype=torch.float64))
+        model.in_scale.copy_(torch.linspace(0.05, 3.0, fc.n_features, dtype=torch.float64))
         y, spikes, _ = model(torch.from_numpy(np.asarray(x)), (None, None))
     scale, shift = np.array([0.7, 0.2, 1.0]), np.array([1.5, 0.0, 0.0])
     net = export(model, fc, be, scale=scale, shift=shift)
