@@ -59,6 +59,7 @@ def fusion_side(store: str, root: str, seed: int, kind: str, workers: int, round
     return {"side": kind, "seed": seed, "speed.r2": f["eval.speed.r2"], "yaw_rate.r2": f["eval.yaw_rate.r2"],
             "obstacle.accuracy": f["eval.obstacle.accuracy"], "train_s": res["train_s"],
             "read_encode_s": res["read_encode_s"], "compute_s": res["compute_s"], "task_s": task_s,
+            "stats_s": res["stats_s"],
             "epochs_run": res["epochs_run"], "best_epoch": res["best_epoch"],
             "energy_j_per_sequence": f["energy.modelled_j_per_sequence"],
             "inference_seq_per_s": med["trained"]["inference.seq_per_s"],

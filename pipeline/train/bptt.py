@@ -85,12 +85,13 @@ def run(cfg: Config) -> dict:
     stats = _Stats(torch, mu, sd)
     with tracked(exp, {"trainer": "bptt", "eval.split_digest": split["digest"], "resumed_from": cfg.resume or ""}) as tracker:
         tracker.log_params({"train.format": FORMAT, "train.features": fc.n_features})
-        epochs_run, io_total, comp_total, t_train = 0, 0.0, 0.0, time.perf_counter()
+        epochs_run, io_total, comp_total, t_train, stats_s = 0, 0.0, 0.0, time.perf_counter(), 0.0
         if not cfg.resume:  # (a resumed model has them in its checkpoint)
-            shift, scale, io_total = _input_stats(encoder, exp, cfg, train_recs, cache)
+            shift, scale, stats_s = _input_stats(encoder, exp, cfg, train_recs, cache)
+            io_total = stats_s
             model.in_shift.copy_(torch.from_numpy(shift))
             model.in_scale.copy_(torch.from_numpy(scale))
-            print(f"input standardisation: the training split's per-feature mean and std ({io_total:.1f} s, one "
+            print(f"input standardisation: the training split's per-feature mean and std ({stats_s:.1f} s, one "
                   f"read+encode pass that also fills the feature cache)", flush=True)
         for epoch in range(start, T.epochs):
             t0 = time.perf_counter()
@@ -151,7 +152,7 @@ def run(cfg: Config) -> dict:
           f"run them: neuroliquid model.weights=models:/{model_name}/{version}")
     return {"weights": str(out_file), "best_epoch": best_epoch, "validation_loss": best, "run_id": tracker.run_id,
             "model_uri": f"models:/{model_name}/{version}", "epochs_run": epochs_run, "figures": figures,
-            "train_s": train_s, "read_encode_s": io_total, "compute_s": comp_total}
+            "train_s": train_s, "read_encode_s": io_total, "compute_s": comp_total, "stats_s": stats_s}
 
 
 class _Stats:
