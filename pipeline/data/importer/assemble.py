@@ -21,7 +21,7 @@ from pipeline.data.schema import MODALITIES, PAD_TIME, SCHEMA_VERSION, VARIABLES
 from pipeline.data.store import plan_encoding, write_region
 
 IMPORTER = "neuroliquid.import/1"
-WRITE_BYTES = 16 * 2**20  # one write: as many whole time shards as fit (at least one; each call costs ~15 ms)
+WRITE_BYTES = 16 * 2**20  # one write: as many whole time shards as fit (at least one: fewer, larger writes)
 
 
 def _nominal(rate: float) -> float:

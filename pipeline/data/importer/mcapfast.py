@@ -2,7 +2,7 @@
 stream as ``rosbags``' reader, at a fraction of its cost per message.
 
 ``rosbags`` wraps every record of a chunk in ``BytesIO`` objects and named tuples and merges
-all chunks through a heap: about 8 us a message, half of the import's conversion time.
+all chunks through a heap: per message, that costs about as much as the conversion.
 This reads each chunk once (``rosbags``' own ``decompress``: the same size and CRC checks)
 and walks its records with ``struct.unpack_from``; large messages (images) are views of
 the chunk, small ones copies (an IMU message kept for a batch must not keep its chunk).  Its order is ``rosbags``' order: by receive time, ties by chunk position, a chunk's

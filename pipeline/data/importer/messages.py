@@ -123,8 +123,8 @@ def resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
 def block_sums(px: np.ndarray, fy: int, fx: int) -> np.ndarray:
     """Exact integer sums of the ``fy x fx`` blocks of ``px`` ((h, w, c) uint8, h and w whole
     multiples): the rows of each block first, as contiguous vector adds, then the columns
-    of the (h / fy) rows left, in the smallest integer type that cannot overflow (0.1 ms on
-    480 x 480 x 3: 10x ``np.add.reduceat`` over the columns of the full image first)."""
+    of the (h / fy) rows left, in the smallest integer type that cannot overflow (cheaper than ``np.add.reduceat``
+    over the columns of the full image first)."""
     h, w, c = px.shape
     acc = np.uint16 if fy * fx * 255 <= np.iinfo(np.uint16).max else np.uint32
     rows = px.reshape(h // fy, fy, w * c).sum(axis=1, dtype=acc)  # (out_h, w * c); a view when rows are contiguous

@@ -119,7 +119,7 @@ def import_bags(icfg: ImportConfig, d: DataConfig, progress: bool = True) -> dic
 
 
 def _warm_store_imports() -> None:
-    """Import what creating the store needs (dask.array: ~0.6 s) while slice processes start."""
+    """Import what creating the store needs (dask.array: a fixed cost per run) while slice processes start."""
     import dask.array  # noqa: F401, PLC0415
 
 
@@ -144,7 +144,7 @@ def idle_cores(before, after) -> float:
 
 def _processes(p, icfg: ImportConfig, bags: int, idle: float) -> int:
     """Processes converting bag ``p`` (in time slices): its share of ``import.workers``, at
-    most one per ``import.slice_min_mb`` of the bag (a slice process costs ~0.3 s to start).
+    most one per ``import.slice_min_mb`` of the bag (a slice process costs its start-up).
     ``import.workers=0`` (all cores) counts only the cores found idle during the first pass
     (``idle``), plus this process's: on a machine other work keeps busy, extra processes
     only share the same cores and add their start-up."""

@@ -2,7 +2,7 @@
 
 A bag is split at receive times into ``PER_PROCESS x processes`` equal spans ``[b_k, b_k+1)``.
 This process and ``processes - 1`` light slice processes (:mod:`pipeline.data.importer.worker`:
-numpy and rosbags only, about 60 MiB and 0.3 s to start) take the slices one at a time,
+numpy and rosbags only: light to start) take the slices one at a time,
 each claiming the next unclaimed one (a file created exclusively), so a process that
 started late or ran slower simply converts fewer: the processes finish together.  Each
 slice stages its rows in its own files; the slices are then joined in order
