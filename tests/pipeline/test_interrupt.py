@@ -36,10 +36,16 @@ SLOW = ["model.kind=ltc", "model.hidden=128", "model.ode_unfolds=24", "data.step
 N_REGIONS = 80
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT handled as in a terminal: a test suite started in the background (``make test &``,
+    nohup) runs with SIGINT ignored, children inherit that, and Python then keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipeline", *args], stdout=log.open("w"),
                             stderr=subprocess.STDOUT, env={**os.environ, **QUIET_ENV}, cwd=PROJECT_ROOT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_as_from_a_terminal)
 
 
 def _markers(out: Path) -> int:
