@@ -175,6 +175,23 @@ class _ClosedDashboardTab(logging.Filter):
         return "connection was closed" not in record.getMessage()
 
 
+class _TabClosedBeforeSession(logging.Filter):
+    """Drops Tornado's "Uncaught exception GET /status/ws" when a dashboard tab's websocket
+    closes before Bokeh created its session (a tab opened and closed, or navigated away, in
+    the first moments): Bokeh's ``on_close`` then trips its own ``assert self._session is not
+    None`` in ``bokeh/server/connection.py``.  Only that exception, raised there, is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, AssertionError):
+            return True
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = "" if tb is None else tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        return not where.endswith("bokeh/server/connection.py")
+
+
 @contextlib.contextmanager
 def open_client(cfg, *, n_workers: int, shared_paths: list[Path] = (), adaptive: bool = False,
                 env: dict[str, str] | None = None) -> Iterator:
@@ -193,6 +210,9 @@ def open_client(cfg, *, n_workers: int, shared_paths: list[Path] = (), adaptive:
     ws = logging.getLogger("bokeh.server.views.ws")
     if not any(isinstance(f, _ClosedDashboardTab) for f in ws.filters):
         ws.addFilter(_ClosedDashboardTab())
+    app = logging.getLogger("tornado.application")
+    if not any(isinstance(f, _TabClosedBeforeSession) for f in app.filters):
+        app.addFilter(_TabClosedBeforeSession())
     env = dict(WORKER_ENV if env is None else env)
     # Worker processes that local clusters spawn (now, or later when a pool grows) start
     # with the configured malloc settings: glibc reads them once, at process start.
