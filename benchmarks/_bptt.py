@@ -46,12 +46,12 @@ def fusion_side(store: str, root: str, seed: int, kind: str, workers: int, round
     task_s = time.perf_counter() - t0
     be = get_backend("numpy")
     trained = FusionNetwork.load(res["weights"], be)
-    random = FusionNetwork.init(trained.config, be)
+    seeded = FusionNetwork.init(trained.config, be)
     labels = assign_splits(open_reader(store).n_recordings, cfg.eval.fractions, cfg.eval.seed)
     recs = np.flatnonzero(split_members(labels, cfg.eval.split))
     runs = {"random": [], "trained": []}
     for _ in range(rounds):  # interleaved: random, trained, random, trained ...
-        for name, net in (("random", random), ("trained", trained)):
+        for name, net in (("random", seeded), ("trained", trained)):
             runs[name].append(evaluate(net, store, recs, cfg))
     med = {name: {k: float(np.median([r[k] for r in rs])) for k in ("inference.seq_per_s", "spikes_per_sequence")}
            for name, rs in runs.items()}

@@ -49,9 +49,9 @@ def ensure_store(cfg: Config) -> Path:
     return path
 
 
-# The default ``tracking.run_name`` template (placeholders: pipeline.config.tracking.RUN_NAME_FIELDS).  The time and
-# four random hex digits keep names unique: two runs started in the same second (a sweep,
-# two terminals) never share one.
+# The default ``tracking.run_name`` template (placeholders: pipeline.config.tracking.RUN_NAME_FIELDS).
+# Its time and four random hex digits keep names unique: two runs started in the same
+# second (a sweep, two terminals) never share one.
 DEFAULT_RUN_NAME = "{model}-h{hidden}-{backend}-{data}-{time}-{hex}"
 
 

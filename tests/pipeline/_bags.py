@@ -106,11 +106,7 @@ def write_rosbag2(path: Path, msgs: list, m: Msgs, storage: str = "sqlite3") -> 
 
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     with Writer(path, version=9, storage_plugin=plugin) as w:
-        conns = {}
-        for topic, ty, t, msg in msgs:
-            if topic not in conns:
-                conns[topic] = w.add_connection(topic, ty, typestore=m.ts)
-            w.write(conns[topic], t, m.ts.serialize_cdr(msg, ty))
+        _write_all(w, msgs, m.ts, m.ts.serialize_cdr)
     return path
 
 
@@ -118,12 +114,17 @@ def write_ros1(path: Path, msgs: list, m: Msgs) -> Path:
     from rosbags.rosbag1 import Writer
 
     with Writer(path) as w:
-        conns = {}
-        for topic, ty, t, msg in msgs:
-            if topic not in conns:
-                conns[topic] = w.add_connection(topic, ty, typestore=m.ts)
-            w.write(conns[topic], t, m.ts.serialize_ros1(msg, ty))
+        _write_all(w, msgs, m.ts, m.ts.serialize_ros1)
     return path
+
+
+def _write_all(w, msgs: list, ts, serialize) -> None:
+    """``msgs`` through a rosbags writer, one connection per topic."""
+    conns = {}
+    for topic, ty, t, msg in msgs:
+        if topic not in conns:
+            conns[topic] = w.add_connection(topic, ty, typestore=ts)
+        w.write(conns[topic], t, serialize(msg, ty))
 
 
 def write_mcap(path: Path, msgs: list, m: Msgs) -> Path:

@@ -55,11 +55,16 @@ def cluster():
         try:
             yield c, stopped
         finally:
-            for pid in stopped:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+            _resume(stopped)
+
+
+def _resume(stopped: list[int]) -> None:
+    """SIGCONT every stopped worker still alive."""
+    for pid in stopped:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def _stop_one(client, stopped: list[int]) -> tuple[str, int]:
@@ -166,11 +171,7 @@ def test_a_load_run_with_a_worker_stopped_mid_run_finishes_and_reports_it(make_c
     try:
         out = run_load(cfg)
     finally:
-        for pid in stopped:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        _resume(stopped)
     assert stopped and time.perf_counter() - t0 < 120
     rep = out["report"]
     (run,) = mlflow_runs(tracking_uri(tmp_path))

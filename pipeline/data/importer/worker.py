@@ -2,8 +2,8 @@
 slices of a bag that no other process has claimed (:mod:`pipeline.data.importer.slices`).
 
 Run as a script, not ``-m``: importing ``pipeline.data`` the usual way runs its
-``__init__`` (xarray, zarr, pandas: about 1 s and 100 MiB), none of which a conversion
-needs.  So the ``pipeline.data`` package is registered by path only, and only the
+``__init__`` (xarray, zarr, pandas: the bulk of a process's start-up), none of which a
+conversion needs.  So the ``pipeline.data`` package is registered by path only, and only the
 conversion modules (numpy, rosbags) are imported.  The result ({slice: the converted
 slice or the exception that stopped it}) is pickled to ``result.pickle``.
 """
