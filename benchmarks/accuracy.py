@@ -192,7 +192,7 @@ def bptt_rows(a, store: Path, root: Path) -> dict:
 
         budget = accuracy_config(store, root, a.workers, "task=train", "trainer=bptt", *a.bptt_set).trainer.epochs
         ltc = in_fresh_process(fusion_side, str(store), str(root / "ltc-0"), 0, "ltc", a.workers, 1,
-                               [*a.bptt_set, f"trainer.epochs={a.ltc_epochs}"])
+                               ["model=ltc", *a.bptt_set, f"trainer.epochs={a.ltc_epochs}"])  # conf/model/ltc.yaml
         # measured: the input-statistics pass (read/encode) and ltc_epochs epochs; projected: the epoch budget
         per_epoch = (ltc["train_s"] - ltc["stats_s"]) / ltc["epochs_run"]
         ltc.update({"epoch_budget": budget, "per_epoch_s": per_epoch,

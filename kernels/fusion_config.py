@@ -28,6 +28,8 @@ class FusionConfig:
     Thresholds: camera in natural-log contrast, IMU per channel in m/s^2 and rad/s.
     ``imu_level`` adds each step's mean IMU reading, scaled by ``imu_level_scale``, as six
     dense inputs (``kernels.imu_level``: what the delta events drop).
+    ``ltc_sensory`` (LTC only): a learned linear projection of the F features to this many
+    LTC sensory inputs; None (the default, and files written before it) feeds the features.
     """
 
     liquid: str | None = "cfc"
@@ -49,6 +51,7 @@ class FusionConfig:
     backbone_units: int = 128
     backbone_layers: int = 1
     ode_unfolds: int = 6
+    ltc_sensory: int | None = None
     beta: float = 0.9
     threshold: float = 1.0
     reset: str = "subtract"
@@ -72,6 +75,9 @@ class FusionConfig:
              "imu_level_scale", f"{IMU_CHANNELS} finite values"),
             (len(self.camera) == 2, "camera", "(height, width)"),
             (self.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'"),
+            (self.ltc_sensory is None or (isinstance(self.ltc_sensory, int) and not isinstance(self.ltc_sensory, bool)
+                                          and self.ltc_sensory >= 1 and self.liquid == "ltc"),
+             "ltc_sensory", "None, or an int >= 1 with liquid='ltc'"),
         ]
         for name in ("hidden", "lif_units", "beams", "imu_per_step", "n_outputs"):
             checks.append((int(getattr(self, name)) >= 1, name, "an int >= 1"))
@@ -99,7 +105,11 @@ class FusionConfig:
         return self.n_camera + self.beams + self.n_imu + self.n_level
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """Sorted JSON; ``ltc_sensory`` only when set, so a config without it reads as before."""
+        d = dataclasses.asdict(self)
+        if d["ltc_sensory"] is None:
+            del d["ltc_sensory"]
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> FusionConfig:

@@ -12,7 +12,9 @@ Per model step t (default clock 10 Hz), for one recording:
 2. Liquid layer, CfC: u_t = e_cam_t W_cam + e_lid_t W_lid + b + e_imu_t W_imu + e_lvl_t W_lvl,
    the rows of the CfC's input weight split by modality, so the event parts accumulate
    only the rows of inputs that fired (kernels.synapse); then h_t = CfC(u_t, h_{t-1}, dt_t).
-   LTC instead takes the feature vector itself (its synapses are per-input sigmoids).
+   LTC with ``ltc_sensory`` = S: the same split projection u_t (F -> S, ``ltc_in_w``/``ltc_in_b``)
+   feeds its S sensory inputs; without it (older files) LTC takes the F features themselves,
+   a per-input sigmoid synapse per feature and unit at every step.
 3. Spiking layer: I_t = h_t W_s + b_s (or the split input projection when there is no
    liquid layer), then LIF (snnTorch Leaky): s_t in {0,1}^L.
 4. Readout: y_t = [h_t, s_t] W_o + b_o, n_outputs values (speed, yaw rate, obstacle logit).
@@ -20,7 +22,7 @@ Per model step t (default clock 10 Hz), for one recording:
 dt is the elapsed time per step in units of the nominal step (1.0 on the nominal
 clock), as ncps' ``timespans``; it enters the liquid layer only.  Invalid inputs are
 masked: encoders skip invalid frames/samples (no events, state kept), invalid LIDAR
-scans give zero current.  About 350 lines, over 300 lines because building, running,
+scans give zero current.  About 370 lines, over 300 lines because building, running,
 counting and saving one network are kept in one class.
 """
 
@@ -83,6 +85,8 @@ class FusionNetwork:
         w_in, b_in = (None, None)
         if c.liquid == "cfc":
             w_in, b_in = parts["liquid"].w_x, parts["liquid"].b_x
+        elif c.liquid == "ltc" and c.ltc_sensory:
+            w_in, b_in = parts["ltc_in_w"], parts["ltc_in_b"]
         elif c.liquid is None:
             w_in, b_in = parts["lif_w"], parts["lif_b"]
         self.inputs = None
@@ -106,21 +110,31 @@ class FusionNetwork:
     @classmethod
     def from_parts(cls, config: FusionConfig, backend: Any, *, liquid: CfCParams | LTCParams | None = None,
                    lif: LIFParams | None = None, lif_w: Any = None, lif_b: Any = None,
-                   readout_w: Any = None, readout_b: Any = None) -> FusionNetwork:
-        """Assemble a network; ``liquid`` is CfCParams (F -> hidden, no projection) or LTCParams,
-        ``lif_w`` (hidden or F, lif_units), ``readout_w`` (hidden + lif_units, n_outputs)."""
+                   readout_w: Any = None, readout_b: Any = None, ltc_in_w: Any = None,
+                   ltc_in_b: Any = None) -> FusionNetwork:
+        """Assemble a network; ``liquid`` is CfCParams (F -> hidden, no projection) or LTCParams
+        (n_in = ``ltc_sensory`` or F), ``ltc_in_w`` (F, ltc_sensory) and ``ltc_in_b`` (ltc_sensory,)
+        LTC's input projection, ``lif_w`` (hidden or F, lif_units), ``readout_w`` (hidden + lif_units, n_outputs)."""
         c, rng = config, np.random.default_rng(config.seed)
         dt = np.dtype(c.dtype)
+        n_in = c.ltc_sensory or c.n_features  # the liquid layer's inputs
         if c.liquid is not None and liquid is None:
             kw = dict(seed=c.seed, backend=backend, dtype=dt)
             liquid = (CfC.init(c.n_features, c.hidden, mode=c.cfc_mode, activation=c.activation,
                                backbone_units=c.backbone_units, backbone_layers=c.backbone_layers, **kw)
-                      if c.liquid == "cfc" else LTC.init(c.n_features, c.hidden, ode_unfolds=c.ode_unfolds, **kw)).params
+                      if c.liquid == "cfc" else LTC.init(n_in, c.hidden, ode_unfolds=c.ode_unfolds, **kw)).params
         if liquid is not None:
             want = CfCParams if c.liquid == "cfc" else LTCParams
-            if not isinstance(liquid, want) or liquid.n_in != c.n_features or getattr(liquid, "proj_w", None) is not None:
-                raise ValueError(f"FusionNetwork: liquid must be {want.__name__} with n_in={c.n_features} "
+            if not isinstance(liquid, want) or liquid.n_in != n_in or getattr(liquid, "proj_w", None) is not None:
+                raise ValueError(f"FusionNetwork: liquid must be {want.__name__} with n_in={n_in} "
                                  f"and no projection for liquid={c.liquid!r}, got {type(liquid).__name__}")
+        if c.ltc_sensory and ltc_in_w is None:
+            ltc_in_w, ltc_in_b = _init_linear(rng, c.n_features, c.ltc_sensory)
+        want = [(c.n_features, c.ltc_sensory), (c.ltc_sensory,)] if c.ltc_sensory else [None, None]
+        got = [None if a is None else np.shape(a) for a in (ltc_in_w, ltc_in_b)]
+        if want != got:
+            raise ValueError(f"FusionNetwork: ltc_in_w, ltc_in_b must be {want[0]}, {want[1]} for liquid={c.liquid!r}, "
+                             f"ltc_sensory={c.ltc_sensory}, got {got[0]}, {got[1]}")
         n_liquid = 0 if liquid is None else liquid.units
         if c.spiking:
             lif = lif or LIF.init(c.lif_units, beta=c.beta, threshold=c.threshold, reset_mechanism=c.reset,
@@ -135,7 +149,8 @@ class FusionNetwork:
             readout_w, readout_b = _init_linear(rng, n_read, c.n_outputs)
         if np.shape(readout_w) != (n_read, c.n_outputs):
             raise ValueError(f"FusionNetwork: readout_w must be ({n_read}, {c.n_outputs}), got {np.shape(readout_w)}")
-        parts = dict(liquid=liquid, lif=lif, lif_w=lif_w, lif_b=lif_b, readout_w=readout_w, readout_b=readout_b)
+        parts = dict(liquid=liquid, lif=lif, lif_w=lif_w, lif_b=lif_b, readout_w=readout_w, readout_b=readout_b,
+                     ltc_in_w=ltc_in_w, ltc_in_b=ltc_in_b)
         return cls(config, backend, parts)
 
     # ---- state ---------------------------------------------------------------------
@@ -234,7 +249,7 @@ class FusionNetwork:
         B, T = cam_on.shape[:2]
         ops = self.camera_enc.last_ops + (OpCounts() if level is None else self.level_enc.last_ops)
 
-        first = None  # the split projection's output: CfC's u, or the LIF current
+        first = None  # the split projection's output: CfC's or LTC's u, or the LIF current
         if self.inputs is not None:
             cam_in, lid_in, imu_in, level_in = self.inputs
             first = cam_in.forward_signed(cam_on, cam_off) + lid_in.forward(lid, binary=False)
@@ -251,7 +266,7 @@ class FusionNetwork:
             full, proj = self.liquid.ops(B, T), B * T * self.liquid.params.w_x.size
             ops = ops + full._replace(mac=full.mac - proj, dense_mac=full.dense_mac - proj)
         elif isinstance(self.liquid, LTC):
-            x = self._features(cam_on, cam_off, lid, imu_on, imu_off, level)
+            x = self._features(cam_on, cam_off, lid, imu_on, imu_off, level) if first is None else first
             h, liquid_state = self.liquid.forward(x, state.liquid, dt)
             ops = ops + self.liquid.last_ops
 
@@ -282,7 +297,7 @@ class FusionNetwork:
         p = self.parts
         return FusionNetwork.from_parts(self.config, self.backend, liquid=p["liquid"], lif=p["lif"],
                                         lif_w=p["lif_w"], lif_b=p["lif_b"], readout_w=np.asarray(readout_w),
-                                        readout_b=np.asarray(readout_b))
+                                        readout_b=np.asarray(readout_b), ltc_in_w=p["ltc_in_w"], ltc_in_b=p["ltc_in_b"])
 
     # ---- accounting and weights ------------------------------------------------------
     @property
@@ -291,7 +306,7 @@ class FusionNetwork:
         n += int(self.readout_b.size)
         if self.lif is not None:
             n += self.lif.n_params + (self.lif_syn.n_params if self.lif_syn is not None else 0)
-        if self.liquid is None:  # the split input projection holds the LIF synapses
+        if self.inputs is not None and not isinstance(self.liquid, CfC):  # LIF synapses or LTC's input projection
             n += sum(lin.n_params for lin in self.inputs if lin is not None)
         return n
 
@@ -302,11 +317,11 @@ class FusionNetwork:
         if c.imu_level:  # the level channel's mean: S adds and a scale per channel
             n = IMU_CHANNELS * (c.imu_per_step + 1)
             ops = ops + OpCounts(mac=n, dense_mac=n)
-        if self.liquid is not None:
+        if self.liquid is not None:  # CfC.ops counts its input projection
             ops = ops + self.liquid.ops(1, 1)
-        elif self.lif is not None:
-            ops = ops + OpCounts(mac=c.n_features * c.lif_units, dense_mac=c.n_features * c.lif_units)
         linears = [self.lif_syn, self.readout_h, self.readout_s]
+        if not isinstance(self.liquid, CfC):  # the LIF synapses or LTC's input projection
+            linears += list(self.inputs or ())
         n = sum(lin.n_in * lin.n_out for lin in linears if lin is not None and lin.n_in)
         return ops + OpCounts(mac=n, dense_mac=n)
 
@@ -326,6 +341,8 @@ class FusionNetwork:
             out.update({f"ltc.{k}": getattr(p["liquid"], k) for k in _LTC_FIELDS})
             out.update({"ltc.ode_unfolds": np.array([p["liquid"].ode_unfolds], np.int64),
                         "ltc.epsilon": np.array([p["liquid"].epsilon], np.float64)})
+            if p["ltc_in_w"] is not None:
+                out.update({"ltc_in.w": p["ltc_in_w"], "ltc_in.b": p["ltc_in_b"]})
         if p["lif"] is not None:
             out.update({"lif.beta": p["lif"].beta, "lif.threshold": p["lif"].threshold,
                         "lif.syn_w": p["lif_w"], "lif.syn_b": p["lif_b"]})
@@ -351,4 +368,5 @@ class FusionNetwork:
                                epsilon=float(a["ltc.epsilon"][0]))
         lif = LIFParams(a["lif.beta"], a["lif.threshold"], c.reset) if c.spiking else None
         return cls.from_parts(c, backend, liquid=liquid, lif=lif, lif_w=a.get("lif.syn_w"), lif_b=a.get("lif.syn_b"),
-                              readout_w=a["readout.w"], readout_b=a["readout.b"])
+                              readout_w=a["readout.w"], readout_b=a["readout.b"], ltc_in_w=a.get("ltc_in.w"),
+                              ltc_in_b=a.get("ltc_in.b"))

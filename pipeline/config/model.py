@@ -39,6 +39,7 @@ class ModelConfig:
     mode: str = "default"  # CfC: default | pure | no_gate
     activation: str = "lecun_tanh"
     ode_unfolds: int = 6
+    ltc_sensory: int | None = None  # ltc: a learned Linear(features, ltc_sensory) in front of the LTC; null: none
     beta: float = 0.9
     threshold: float = 1.0
     reset_mechanism: str = "subtract"
@@ -51,6 +52,8 @@ class ModelConfig:
         require(self.kind in ("fusion", "cfc", "ltc", "lif"), "model.kind", "must be fusion, cfc, ltc or lif", self.kind)
         for key in ("hidden", "lif_units", "backbone_units", "ode_unfolds"):
             require(getattr(self, key) > 0, f"model.{key}", "must be > 0", getattr(self, key))
+        require(self.ltc_sensory is None or (self.kind == "ltc" and self.ltc_sensory >= 1), "model.ltc_sensory",
+                 "must be null, or an int >= 1 with model.kind=ltc (the LTC's sensory inputs)", self.ltc_sensory)
         require(self.backbone_layers >= 0, "model.backbone_layers", "must be >= 0", self.backbone_layers)
         require(self.mode in ("default", "pure", "no_gate"), "model.mode", "must be default, pure or no_gate", self.mode)
         require(self.activation in ("lecun_tanh", "tanh", "relu", "silu", "gelu"), "model.activation",

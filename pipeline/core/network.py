@@ -51,7 +51,7 @@ def fusion_config(model: ModelConfig, geometry: Geometry):
         cfc_mode=model.mode, activation=model.activation, backbone_units=model.backbone_units,
         backbone_layers=model.backbone_layers, ode_unfolds=model.ode_unfolds, beta=model.beta,
         threshold=model.threshold, reset=model.reset_mechanism, seed=model.seed, dtype=model.dtype,
-        imu_level=model.imu_level,
+        imu_level=model.imu_level, ltc_sensory=model.ltc_sensory,
     )
 
 

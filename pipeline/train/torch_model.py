@@ -4,7 +4,8 @@ The encoders stay fixed preprocessing computed by ``kernels`` exactly as at infe
 (:meth:`kernels.network.FusionNetwork.encode`); what trains is the rest, built from the
 peers users train with, so that :mod:`kernels.interop` exports it without translation:
 
-    x (B, T, F) -> (x - shift) / scale -> ncps CfC / LTC (constant timespan 1.0) -> h (B, T, hidden)
+    x (B, T, F) -> (x - shift) / scale [-> Linear(F, ltc_sensory) for LTC with ltc_sensory]
+                -> ncps CfC / LTC (constant timespan 1.0) -> h (B, T, hidden)
                 -> Linear(hidden, lif_units) -> snnTorch Leaky (surrogate gradient) -> s
     y = Linear([h, s]) (B, T, 3)    (the readout; without a liquid layer the LIF current is
                                      Linear(x), without LIF the readout reads h alone)
@@ -14,7 +15,7 @@ batch (mlech26l/ncps#83): no timespans are passed (1.0 per step, as the kernels 
 Training sees standardised inputs (``shift``, ``scale``: fixed buffers, the training split's
 per-feature mean and std) and standardised speed and yaw rate and the obstacle logit;
 :func:`export` folds the input standardisation into the first layer (CfC ``w_x``/``b_x``,
-LTC's affine input map, or the LIF synapse) and the target scaling into the readout, so the
+LTC's input projection or, without one, its affine input map, or the LIF synapse) and the target scaling into the readout, so the
 kernels run on the encoders' own features and their ``y`` is in physical units.
 Only this module and :mod:`pipeline.train.bptt` import torch (the ``train`` extra).
 """
@@ -60,8 +61,9 @@ def build(config, seed: int, dtype: str = "float32"):
                 self.liquid = ncps_torch.CfC(c.n_features, c.hidden, mode=c.cfc_mode, activation=c.activation,
                                              backbone_units=c.backbone_units, backbone_layers=c.backbone_layers,
                                              return_sequences=True, batch_first=True)
-            elif c.liquid == "ltc":
-                self.liquid = ncps_torch.LTC(c.n_features, c.hidden, ode_unfolds=c.ode_unfolds,
+            self.ltc_in = torch.nn.Linear(c.n_features, c.ltc_sensory) if c.ltc_sensory else None
+            if c.liquid == "ltc":
+                self.liquid = ncps_torch.LTC(c.ltc_sensory or c.n_features, c.hidden, ode_unfolds=c.ode_unfolds,
                                              return_sequences=True, batch_first=True)
             n_liquid = c.hidden if self.liquid is not None else 0
             self.syn = self.lif = None
@@ -81,7 +83,7 @@ def build(config, seed: int, dtype: str = "float32"):
             x = (x - self.in_shift) / self.in_scale
             h, hT = None, None
             if self.liquid is not None:
-                h, hT = self.liquid(x, h0)
+                h, hT = self.liquid(x if self.ltc_in is None else self.ltc_in(x), h0)
             parts = [] if h is None else [h]
             spikes = None
             if self.lif is not None:
@@ -120,8 +122,11 @@ def export(model, config, backend, scale: np.ndarray | None = None, shift: np.nd
     elif c.liquid == "ltc":
         liquid = ltc_from_ncps(model.liquid.state_dict(), ode_unfolds=c.ode_unfolds)
         iw = np.asarray(liquid.input_w, np.float64)  # x' * iw + ib, x' = (x - m) / s
-        liquid = dataclasses.replace(liquid, input_w=(iw / s).astype(liquid.input_w.dtype),
-                                     input_b=(liquid.input_b - m * iw / s).astype(liquid.input_b.dtype))
+        if not c.ltc_sensory:
+            liquid = dataclasses.replace(liquid, input_w=(iw / s).astype(liquid.input_w.dtype),
+                                         input_b=(liquid.input_b - m * iw / s).astype(liquid.input_b.dtype))
+    ltc_in_w, ltc_in_b = (None, None) if model.ltc_in is None else (  # it reads the features; LTC's input map stays
+        _fold(to_numpy(model.ltc_in.weight).T, to_numpy(model.ltc_in.bias), m, s))
     lif = lif_w = lif_b = None
     if c.spiking:
         lif = lif_from_snntorch(model.lif.beta, model.lif.threshold, c.reset, units=c.lif_units)
@@ -135,7 +140,8 @@ def export(model, config, backend, scale: np.ndarray | None = None, shift: np.nd
     dt = np.dtype(c.dtype)
     return FusionNetwork.from_parts(c, backend, liquid=liquid, lif=lif, lif_w=_cast(lif_w, dt),
                                     lif_b=_cast(lif_b, dt), readout_w=(w * scale).astype(dt),
-                                    readout_b=(b * scale + shift).astype(dt))
+                                    readout_b=(b * scale + shift).astype(dt), ltc_in_w=_cast(ltc_in_w, dt),
+                                    ltc_in_b=_cast(ltc_in_b, dt))
 
 
 def _fold(w: np.ndarray, b: np.ndarray, m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

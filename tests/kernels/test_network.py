@@ -13,6 +13,7 @@ VARIANTS = {
     "fusion": FusionConfig(),
     "cfc": FusionConfig(spiking=False),
     "ltc": FusionConfig(liquid="ltc", spiking=False, hidden=16),
+    "ltc_proj": FusionConfig(liquid="ltc", spiking=False, hidden=16, ltc_sensory=8),  # model=ltc's input projection
     "lif": FusionConfig(liquid=None, threshold=0.3),
 }
 
@@ -119,7 +120,7 @@ def test_state_arrays_round_trip_and_reset_rows(backend):
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
-@pytest.mark.parametrize("name", ["fusion", "ltc", "lif"])
+@pytest.mark.parametrize("name", ["fusion", "ltc", "ltc_proj", "lif"])
 def test_save_load_round_trip(backend, tmp_path, suffix, name):
     require_format(suffix)
     cfg = VARIANTS[name]
@@ -159,6 +160,44 @@ def test_op_counts_match_formulas(backend):
     assert event_net.last_ops.mac < ops.dense_mac and event_net.last_ops.dense_mac == ops.dense_mac
 
 
+def test_ltc_projection_is_the_split_event_driven_input_and_counted_once(backend):
+    """LTC with ltc_sensory=S: u = x W_in + b_in (F -> S, the split projection) feeds LTC(S, hidden)."""
+    cfg = VARIANTS["ltc_proj"]
+    net = FusionNetwork.init(FusionConfig(**{**cfg.__dict__, "event_threshold": 1.0}), backend)
+    F, S, H, n_out = 1450, 8, 16, 3
+    w_in, b_in = net.parts["ltc_in_w"], net.parts["ltc_in_b"]
+    assert w_in.shape == (F, S) and b_in.shape == (S,) and net.liquid.params.n_in == S
+    cam, lidar, imu = _inputs(B=2, T=10, seed=6)
+    out, _ = net.forward(cam, lidar, imu)
+    assert net.inputs[0].last_path == "event" and net.last_ops.acc > 0  # camera events skip the MACs
+    x, _ = net.encode(cam, lidar, imu)
+    ltc_alone = net.liquid.forward(backend.to_numpy(x) @ w_in + b_in)[0]
+    np.testing.assert_allclose(backend.to_numpy(out.y), backend.to_numpy(ltc_alone) @ net.parts["readout_w"]
+                               + net.parts["readout_b"], rtol=0, atol=2e-5)
+    per = net.dense_ops_per_step()
+    assert per.dense_mac == F * S + net.liquid.ops(1, 1).dense_mac + H * n_out + 6 * (10 + 1)
+    assert net.last_ops.dense_mac == 20 * per.dense_mac
+    assert net.n_params == F * S + S + net.liquid.n_params + H * n_out + n_out
+
+
+def test_an_ltc_config_without_ltc_sensory_loads_as_before(backend, tmp_path):
+    """Files written before ltc_sensory: no key in the config JSON, no projection arrays; same outputs."""
+    import json
+
+    from kernels.weights import load_network
+
+    net = FusionNetwork.init(VARIANTS["ltc"], backend)
+    net.save(tmp_path / "old.npz")
+    arrays, text = load_network(tmp_path / "old.npz")
+    assert "ltc_sensory" not in json.loads(text) and not any(k.startswith("ltc_in") for k in arrays)
+    loaded = FusionNetwork.load(tmp_path / "old.npz", backend)
+    assert loaded.config.ltc_sensory is None and loaded.inputs is None and loaded.liquid.params.n_in == 1450
+    cam, lidar, imu = _inputs(B=2, T=6, seed=8)
+    a, b = net.forward(cam, lidar, imu)[0], loaded.forward(cam, lidar, imu)[0]
+    np.testing.assert_array_equal(backend.to_numpy(a.y), backend.to_numpy(b.y))
+    assert "ltc_sensory" in VARIANTS["ltc_proj"].to_json()
+
+
 def test_config_errors(backend):
     with pytest.raises(ValueError, match="liquid"):
         FusionConfig(liquid="gru")
@@ -168,6 +207,15 @@ def test_config_errors(backend):
         FusionConfig(imu_thresholds=(0.1, 0.1))
     with pytest.raises(ValueError, match="readout_w must be"):
         FusionNetwork.from_parts(FusionConfig(), backend, readout_w=np.zeros((3, 3)), readout_b=np.zeros(3))
+    for bad in (0, True, 2.0):
+        with pytest.raises(ValueError, match="ltc_sensory must be None, or an int >= 1 with liquid='ltc'"):
+            FusionConfig(liquid="ltc", ltc_sensory=bad)
+    with pytest.raises(ValueError, match="ltc_sensory must be"):
+        FusionConfig(ltc_sensory=8)  # liquid="cfc"
+    with pytest.raises(ValueError, match=r"ltc_in_w, ltc_in_b must be \(1450, 8\), \(8,\) .* got \(3, 8\), \(8,\)"):
+        FusionNetwork.from_parts(VARIANTS["ltc_proj"], backend, ltc_in_w=np.zeros((3, 8)), ltc_in_b=np.zeros(8))
+    with pytest.raises(ValueError, match=r"must be None, None for liquid='ltc', ltc_sensory=None"):
+        FusionNetwork.from_parts(VARIANTS["ltc"], backend, ltc_in_w=np.zeros((1450, 8)), ltc_in_b=np.zeros(8))
 
 
 @pytest.mark.compare

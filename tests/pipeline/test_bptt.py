@@ -27,8 +27,8 @@ def cfg(store, tmp_path, mlflow_uri):
     return make
 
 
-@pytest.mark.parametrize("kind", ["fusion", "ltc", "lif"])
-def test_export_gives_the_torch_models_outputs_in_float64(store, kind):
+@pytest.mark.parametrize(("kind", "ltc_sensory"), [("fusion", None), ("ltc", None), ("ltc", 7), ("lif", None)])
+def test_export_gives_the_torch_models_outputs_in_float64(store, kind, ltc_sensory):
     from kernels import get_backend
     from kernels.network import FusionNetwork
     from pipeline.config import ModelConfig
@@ -36,7 +36,8 @@ def test_export_gives_the_torch_models_outputs_in_float64(store, kind):
     from pipeline.data import MicroBatch, open_reader, read_batch
     from pipeline.train.torch_model import build, export
 
-    mc = ModelConfig(kind=kind, hidden=10, lif_units=12, backbone_units=8, dtype="float64", threshold=0.5)
+    mc = ModelConfig(kind=kind, hidden=10, lif_units=12, backbone_units=8, dtype="float64", threshold=0.5,
+                     ltc_sensory=ltc_sensory)
     fc = fusion_config(mc, Geometry.of_store(open_reader(store), 10))
     be = get_backend("numpy")
     b = read_batch(MicroBatch(store, (0, 8), (0, 60), 0), "fail")
@@ -52,6 +53,9 @@ def test_export_gives_the_torch_models_outputs_in_float64(store, kind):
         y, spikes, _ = model(torch.from_numpy(np.asarray(x)), (None, None))
     scale, shift = np.array([0.7, 0.2, 1.0]), np.array([1.5, 0.0, 0.0])
     net = export(model, fc, be, scale=scale, shift=shift)
+    if ltc_sensory:  # torch's Linear(F, 7) became the kernels' split, event-driven input projection
+        assert net.parts["ltc_in_w"].shape == (fc.n_features, 7) and net.liquid.params.n_in == 7
+        assert net.inputs is not None and model.liquid.input_size == 7
     out, _ = net.forward(b.camera, b.lidar, b.imu, camera_valid=b.camera_valid, lidar_valid=b.lidar_valid,
                          imu_valid=b.imu_valid)
     np.testing.assert_allclose(out.y, y.numpy() * scale + shift, rtol=0, atol=1e-9)

@@ -15,6 +15,7 @@ BAD_VALUES = [
     ("data.recordings=0", "config data.recordings=0: must be > 0"),
     ("backend.name=tpu", "config backend.name='tpu': must be auto, numpy or cupy"),
     ("model.kind=x", "config model.kind='x': must be fusion, cfc, ltc or lif"),
+    ("model.ltc_sensory=8", "config model.ltc_sensory=8: must be null, or an int >= 1 with model.kind=ltc"),
     ("slo.availability_pct=300", "config slo.availability_pct=300.0: is a percentage of requests and cannot exceed 100"),
     ("data.steps_per_block=-5", "config data.steps_per_block=-5: must be > 0"),
     ("cluster=address", "config cluster.address=None: cluster=address needs cluster.address=tcp://host:port"),
@@ -54,3 +55,13 @@ def test_cli_rejects_bad_config_with_the_key_named(override, message, tmp_path):
     assert res.returncode != 0
     assert message in res.stderr + res.stdout, res.stderr
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_model_ltc_reads_a_projection_and_the_other_kinds_do_not():
+    """conf/model/ltc.yaml: Linear(features, 32) feeds the LTC (training time); elsewhere null."""
+    assert compose_config(["model=ltc"]).model.ltc_sensory == 32
+    assert compose_config(["model=ltc", "model.ltc_sensory=null"]).model.ltc_sensory is None
+    for kind in ("fusion", "cfc", "lif"):
+        assert compose_config([f"model={kind}"]).model.ltc_sensory is None
+    with pytest.raises(ConfigError, match=re.escape("config model.ltc_sensory=0: must be null, or an int >= 1")):
+        compose_config(["model=ltc", "model.ltc_sensory=0"])
