@@ -84,7 +84,7 @@ def main() -> int:
                              "store": str(demo)}
             outputs = sorted((REPO / "data" / "outputs").glob("*.zarr"), key=lambda p: p.stat().st_mtime)
             if outputs:
-                from pipeline.batch.outputs import done_regions, verify_done
+                from pipeline.batch.markers import done_regions, verify_done
 
                 done = done_regions(outputs[-1])
                 out["resume"].update({"verify_done_ms": _median_ms(lambda: verify_done(outputs[-1], done), 3),

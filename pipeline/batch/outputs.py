@@ -15,13 +15,14 @@ Layout (an xarray Dataset that opens with ``xr.open_zarr``)::
                                                  output = speed [m s-1], yaw_rate [rad s-1],
                                                  obstacle_score [1, a logit: > 0 means ahead]
     spikes(recording, step)             float32  spikes of the spiking layer per step
-
-Units, long names and the ``run/`` subgroup (the run's config): ``output_meta.py``.
     valid(recording, step)              bool     False: padding past the end, quarantined
     quarantined(recording, block)       bool     the block was masked by the quarantine policy
     restarted(recording, block)         bool     state restarted from zero at this block
     state_<name>(recording, block, ...) final state of each block (neurons and encoders)
     done(group, block)                  bool     completion marker, one chunk per region
+
+Units, long names and the ``run/`` subgroup (the run's config): ``output_meta.py``; the
+completion markers: ``markers.py``.
 """
 
 from __future__ import annotations
@@ -198,48 +199,6 @@ def stored_layout(path: Path) -> dict:
     return json.loads(zarr.open_group(str(path), mode="r").attrs["layout"])
 
 
-def done_regions(path: Path) -> np.ndarray:
-    """(n_groups, n_blocks) bool: regions whose completion marker is written."""
-    import zarr
-
-    return np.asarray(zarr.open_group(str(path), mode="r")["done"][...], dtype=bool)
-
-
-def verify_done(path: Path, done: np.ndarray) -> dict[tuple[int, int], str]:
-    """Regions marked done whose chunks are not all on disk and decodable: ``{(g, k): why}``.
-
-    A marker says the region was written, not that it still is: a deleted chunk would read
-    back as fill values (``y`` all NaN where ``valid`` is True, a zero start state for the
-    next block) and a corrupt one fails to decode.  Every variable's chunk of every done
-    region is checked to exist and read (in one round trip per region); the caller re-runs
-    the regions returned.  Each region is one chunk per variable (see the module docstring).
-    """
-    import zarr
-
-    group = zarr.open_group(str(path), mode="r")
-    # The region variables (coordinates are written once by the client; done is the marker).
-    arrays = {n: a for n, a in group.arrays() if _dims(a)[:1] == ("recording",) and a.ndim >= 2}
-    layout = OutputLayout(**json.loads(group.attrs["layout"]), state_specs=())
-    bad: dict[tuple[int, int], str] = {}
-    for g, k in np.argwhere(done).tolist():
-        rs, ss = layout.recordings(g), layout.steps(k)
-        reads, why = [], []
-        for name, arr in arrays.items():
-            region = (rs, ss) if "step" in _dims(arr) else (rs, k)
-            coords = (g, k) + (0,) * (arr.ndim - 2)
-            key = arr.metadata.encode_chunk_key(coords)
-            if not (Path(path) / name / key).is_file():
-                why.append(f"{name} chunk {key} missing")
-            else:
-                reads.append((name, arr, region))
-        got = get_many(((a, r) for _, a, r in reads), return_exceptions=True)
-        why += [f"{name} does not decode ({type(v).__name__}: {v})"[:200]
-                for (name, _, _), v in zip(reads, got, strict=True) if isinstance(v, Exception)]
-        if why:
-            bad[(g, k)] = "; ".join(why)
-    return bad
-
-
 def _dims(arr) -> tuple[str, ...]:
     return tuple(arr.metadata.dimension_names or ())
 
@@ -279,6 +238,10 @@ class RegionWriter:
         values = get_many((self.arrays[n], (rs, k)) for n in names)
         state = {n: np.asarray(v) for (n, _, _), v in zip(self.layout.state_specs, values[:-1], strict=True)}
         return state, np.asarray(values[-1])
+
+    def is_done(self, g: int, k: int) -> bool:
+        """Whether region (g, k)'s completion marker is written."""
+        return bool(self.arrays["done"][g, k])
 
     def write(self, g: int, k: int, *, y: np.ndarray, spikes: np.ndarray, valid: np.ndarray,
               quarantined: np.ndarray, restarted: np.ndarray, state: dict[str, np.ndarray]) -> None:

@@ -32,9 +32,11 @@ def _cached_writer(out: str, identity: tuple[int, int]):
 
 
 def run_region(mb, out: str, policy: str, imu_window: int, group: int, scoring: dict | None = None,
-               max_age=None) -> dict:
+               max_age=None, force: bool = False) -> dict:
     """Execute one region; see the module docstring.  Deterministic: a retry writes the
-    same bytes.
+    same bytes.  A region whose completion marker is written returns ``{"skipped": True}``
+    at once unless ``force``: Dask runs finished regions again after a worker loss only to
+    rebuild a chain's dependencies (:mod:`pipeline.batch.chains`).
 
     ``scoring`` (None: not scored): ``score (B,)`` bool, the rows of the evaluation split;
     ``labels (B,)`` int8, every row's split; ``baseline`` bool, also return this region's
@@ -47,10 +49,12 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int, scoring: 
     from pipeline.data import open_reader, read_batch
     from pipeline.data.reader import SEQUENTIAL_CACHE_BYTES
 
-    t0 = time.perf_counter()
-    net = worker_network()
+    started_at, t0 = time.time(), time.perf_counter()
     writer = _writer(out)
     k = mb.block
+    if not force and writer.is_done(group, k):
+        return {"skipped": True, "worker": get_worker().address, "group": group, "block": k}
+    net = worker_network()
     if k > 0:
         prev_state, prev_quarantined = writer.read_state(group, k - 1)
     else:
@@ -93,7 +97,7 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int, scoring: 
     ops = net.last_ops
     scored = _score(batch, y, scoring) if scoring is not None else {}
     return {**scored,
-        "worker": get_worker().address,  # the chain's next block asks for this worker (pipeline.batch.chains.stream_chains)
+        "worker": get_worker().address, "started_at": started_at,  # wall clock, for the driver's latency
         "group": group, "block": k, "recordings": B, "steps": len(batch.steps),
         "valid_steps": int(valid.sum()), "read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2,
         "forward_s": forward_s,

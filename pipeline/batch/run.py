@@ -1,9 +1,9 @@
 """``task=run``: the batch pipeline, end to end (DESIGN.md, The dataflow).
 
 Plan the store's (recording group x time block) regions, create the output store once,
-start the cluster with a worker plugin that loads the weights, stream the regions'
-chains through Dask with a bounded window, and log the run to MLflow (only this driver
-process writes to MLflow).  ``resume=<run>`` re-executes only regions without a marker.
+start the cluster with a worker plugin that loads the weights, run the regions' chains
+through Dask (all submitted up front, :mod:`pipeline.batch.chains`), and log the run to
+MLflow (only this driver process writes to MLflow).  ``resume=<run>`` re-executes only regions without a marker.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def resume_command(cfg: Config, name: str) -> str:
 
 def run(cfg: Config) -> dict:
     """Run the batch pipeline; returns the summary dict (also logged to MLflow)."""
-    from pipeline.batch import outputs
+    from pipeline.batch import markers, outputs
     from pipeline.batch.chains import RegionDeadline, stream_chains
     from pipeline.batch.region import run_region, score_done_region, state_specs
     from pipeline.batch.summary import RunStats, log_run, print_summary
@@ -155,11 +155,14 @@ def run(cfg: Config) -> dict:
         outputs.check_resumable(out_path, prints, fingerprinted(cfg))
         if note := outputs.code_version_note(out_path, commit):
             print(note)
-        done = outputs.done_regions(out_path)
-        for (g, k), why in sorted(outputs.verify_done(out_path, done).items()):
+        done = markers.done_regions(out_path)
+        stale = markers.verify_done(out_path, done)
+        for (g, k), why in sorted(stale.items()):
             print(f"resume: region g{g} b{k} is marked done but {why}: running it again")
             done[g, k] = False
     exp.weights.commit()  # the checks have passed: the first thing this run writes
+    if cfg.resume and stale:
+        markers.clear_done(out_path, sorted(stale))  # a marked region's task would skip
     if not cfg.resume:
         outputs.create(out_path, layout, step_ns=(np.arange(n_steps) + 1) * reader.step_ns,
                        recording_ids=np.arange(reader.n_recordings), fingerprints=prints,
@@ -202,9 +205,8 @@ def run(cfg: Config) -> dict:
             progress = _Progress(n_todo)
             t_start = time.perf_counter()
             stats.t_start = session.clock()
-            window = 2 * (exp.max_workers if session.adaptive is not None else exp.scaling.n_workers)
             deadline = RegionDeadline(cfg.load.region_timeout_s)
-            for c in stream_chains(session.client, chains, run_region, window, sampler, deadline=deadline):
+            for c in stream_chains(session.client, chains, run_region, sampler, deadline=deadline):
                 stats.add(c, t_start)
                 progress.update(stats.sequences)
             stats.wall_s = time.perf_counter() - t_start

@@ -76,7 +76,9 @@ class RunStats:
             return
         self.keys.add(completed.key)
         r = completed.result
-        self.latencies_s.append(completed.finished - completed.submitted)
+        # From the region's start on its worker to its result at the driver (queueing left out).
+        self.latencies_s.append(completed.received_at - r["started_at"] if "started_at" in r
+                                else completed.finished - completed.ready)
         self.finished_s.append(completed.finished - t_start)
         self.read_s += r["read_s"]
         self.compute_s += r["compute_s"]
@@ -113,7 +115,7 @@ def summarize(stats: RunStats, net) -> dict:
         "time_read_s": stats.read_s, "time_compute_s": stats.compute_s, "time_write_s": stats.write_s,
         "time_forward_s": stats.forward_s,
         # Worker time not spent reading, computing or writing, per region: scheduling,
-        # round trips, start-up and chain ends (latency above also holds queueing).
+        # round trips, start-up and chain ends.
         "overhead_per_region_ms": max(0.0, float(np.mean(workers)) * wall - busy) / n * 1e3,
         "workers_min": min(workers), "workers_max": max(workers),
         "spikes_per_sequence": stats.spikes / max(stats.sequences, 1e-9),

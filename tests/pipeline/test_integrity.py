@@ -17,7 +17,8 @@ import xarray as xr
 import zarr
 from _pipeline_helpers import base_overrides, compose_config, mlflow_runs, tracking_uri
 
-from pipeline.batch.outputs import ResumeError, done_regions
+from pipeline.batch.markers import done_regions
+from pipeline.batch.outputs import ResumeError
 from pipeline.batch.run import run
 from pipeline.core.cluster import WORKER_ENV
 from pipeline.core.experiment import run_name

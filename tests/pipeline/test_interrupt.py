@@ -27,7 +27,7 @@ from _pipeline_helpers import (
     tracking_uri,
 )
 
-from pipeline.batch.outputs import done_regions
+from pipeline.batch.markers import done_regions
 from pipeline.config import PROJECT_ROOT
 from pipeline.core.cluster import WORKER_ENV
 

@@ -33,7 +33,7 @@ def _pid() -> int:
     return os.getpid()
 
 
-def _region(chain: int, index: int) -> dict:
+def _region(chain: int, index: int, force: bool = False) -> dict:
     time.sleep(0.3)
     return {"chain": chain, "index": index, "pid": os.getpid()}
 
@@ -80,7 +80,7 @@ def test_batch_region_on_a_stopped_worker_runs_elsewhere(cluster):
     deadline = RegionDeadline(fixed_s=3.0)
     t0 = time.perf_counter()
     done = []
-    for d in stream_chains(client, chains, _region, window=4, deadline=deadline):
+    for d in stream_chains(client, chains, _region, deadline=deadline):
         done.append(d)
         if len(done) == 2:
             _stop_one(client, stopped)
