@@ -41,6 +41,15 @@ const count = (root) => {
 return count(document);
 """
 
+# The title Dask's Progress panel draws ("Progress -- total: N, waiting: ..."), from Bokeh's models.
+_PROGRESS = """
+for (const doc of Bokeh.documents)
+  for (const m of doc._all_models.values())
+    if (m.type === "Title" && m.text.startsWith("Progress -- total:") && !m.text.startsWith("Progress -- total: 0,"))
+      return m.text;
+return null;
+"""
+
 
 def _browser(tmp_path: Path):
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
@@ -107,6 +116,12 @@ def test_dashboard_and_mlflow_ui_render_the_run(store, mlflow_uri, tmp_path):
         driver.get(link)
         _wait("the dashboard's plots", lambda: driver.execute_script(_CANVASES) >= 3, 30, driver,
               tmp_path / "dashboard-timeout.png")
+        # The Progress panel counts the run's regions (all submitted up front), not those in flight.
+        total = int(_wait("the regions to run", lambda: re.search(r"(\d+) of \d+ regions to run", log.read_text()),
+                          30)[1])
+        title = _wait("the Progress panel's title", lambda: driver.execute_script(_PROGRESS), 30, driver,
+                      tmp_path / "progress-timeout.png")
+        assert f"total: {total}," in title, (title, total)
         assert run.poll() is None, "the run ended before the dashboard was checked"
         driver.save_screenshot(str(tmp_path / "dashboard.png"))
         driver.get("about:blank")  # the dashboard tab goes away while the run goes on
