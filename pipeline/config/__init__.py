@@ -76,6 +76,10 @@ class Config:
                  "adaptive and predictive scaling need a cluster the client can resize; with "
                  "cluster=address the deployment owns the pool (use scaling=fixed)", self.scaling.kind)
         require(self.resume is None or bool(str(self.resume).strip()), "resume", "must name a run", self.resume)
+        require(not (self.trainer.pooled and self.model.kind == "ltc" and not self.model.ltc_sensory),
+                "model.ltc_sensory", "trainer.pool_* fold into a linear first layer (CfC, LTC's input "
+                "projection, LIF synapse), not into LTC's per-input synapses: set model.ltc_sensory or "
+                "trainer.pool_camera=1 trainer.pool_lidar=1 trainer.pool_imu=false", self.model.ltc_sensory)
         self.importer.validate(required=self.task == "import")
         return self
 

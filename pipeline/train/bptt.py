@@ -6,8 +6,11 @@ detached between them.  Loss on the steps that count: MSE on speed and yaw rate
 standardised by the training split's mean and std, plus BCE on the obstacle logit.  Adam;
 after every epoch the validation split is scored (physical units) and a checkpoint written;
 training stops after ``trainer.patience`` epochs without a better validation loss and keeps
-the best epoch.  The result is exported to the kernels (:func:`pipeline.train.torch_model.export`,
-target scaling folded into the readout), saved with its provenance, logged as an MLflow
+the best epoch.  ``trainer.pool_*``: the first layer reads fixed pooled inputs (camera blocks,
+LIDAR sectors, IMU events per channel; :func:`pipeline.train.torch_model.pool_matrix`),
+standardised with the pooled inputs' own mean and std.  The result is exported to the
+kernels (:func:`pipeline.train.torch_model.export`, target scaling folded into the readout,
+input pooling into the first layer), saved with its provenance, logged as an MLflow
 artifact and registered in the model registry.  Seeded and reproducible on the CPU.
 """
 
@@ -36,7 +39,7 @@ def run(cfg: Config) -> dict:
     from pipeline.core.splits import assign_splits, split_record
     from pipeline.data.fingerprint import input_fingerprint
     from pipeline.train import checkpoint
-    from pipeline.train.torch_model import build, export
+    from pipeline.train.torch_model import build, export, pool_matrix
 
     T = cfg.trainer
     name = run_name(cfg, "bptt")
@@ -60,7 +63,8 @@ def run(cfg: Config) -> dict:
     mu, sd = tr[:, :2].mean(0), tr[:, :2].std(0) + 1e-9
     torch.manual_seed(T.seed)
     torch.set_num_threads(max(1, cfg.backend.threads))
-    model = build(fc, T.seed, "float32")
+    pool = pool_matrix(fc, T.pool_camera, T.pool_lidar, T.pool_imu)
+    model = build(fc, T.seed, "float32", pool)
     opt = torch.optim.Adam(model.parameters(), lr=T.lr)
     encoder = exp.net  # the kernels' encoders, as at inference (NumPy)
     start, best, best_epoch, bad = 0, float("inf"), -1, 0
@@ -69,7 +73,7 @@ def run(cfg: Config) -> dict:
         meta = checkpoint.load(ckpt_dir / "last.safetensors", model, opt)
         start, best, best_epoch, bad = meta["epoch"] + 1, meta["best"], meta["best_epoch"], meta["bad"]
         if (ckpt_dir / "best.safetensors").is_file():
-            best_model = build(fc, T.seed, "float32")
+            best_model = build(fc, T.seed, "float32", pool)
             checkpoint.load(ckpt_dir / "best.safetensors", best_model)
             best_state = copy.deepcopy(best_model.state_dict())
         print(f"resume: from epoch {start} (checkpoint {ckpt_dir / 'last.safetensors'})")
@@ -84,15 +88,17 @@ def run(cfg: Config) -> dict:
         (ckpt_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), default=str, sort_keys=True))
     stats = _Stats(torch, mu, sd)
     with tracked(exp, {"trainer": "bptt", "eval.split_digest": split["digest"], "resumed_from": cfg.resume or ""}) as tracker:
-        tracker.log_params({"train.format": FORMAT, "train.features": fc.n_features})
+        n_in = fc.n_features if pool is None else pool.shape[1]
+        tracker.log_params({"train.format": FORMAT, "train.features": fc.n_features, "train.inputs": n_in})
         epochs_run, io_total, comp_total, t_train, stats_s = 0, 0.0, 0.0, time.perf_counter(), 0.0
         if not cfg.resume:  # (a resumed model has them in its checkpoint)
-            shift, scale, stats_s = _input_stats(encoder, exp, cfg, train_recs, cache)
+            shift, scale, stats_s = _input_stats(encoder, exp, cfg, train_recs, cache, pool)
             io_total = stats_s
             model.in_shift.copy_(torch.from_numpy(shift))
             model.in_scale.copy_(torch.from_numpy(scale))
             print(f"input standardisation: the training split's per-feature mean and std ({stats_s:.1f} s, one "
-                  f"read+encode pass that also fills the feature cache)", flush=True)
+                  f"read+encode pass that also fills the feature cache)"
+                  + ("" if pool is None else f"; {fc.n_features} features pooled into {n_in} inputs"), flush=True)
         for epoch in range(start, T.epochs):
             t0 = time.perf_counter()
             tr_loss, io_s, comp_s = _epoch(torch, model, opt, stats, encoder, exp, cfg, train_recs, epoch, True, cache)
@@ -130,6 +136,7 @@ def run(cfg: Config) -> dict:
                     "speed": [float(mu[0]), float(sd[0])], "yaw_rate": [float(mu[1]), float(sd[1])],
                     "folded": "y = y_standardised * std + mean; obstacle output is a logit"},
                 "training_store": {"path": str(exp.store), "input_fingerprint": fingerprint},
+                "input_pooling": {"camera": T.pool_camera, "lidar": T.pool_lidar, "imu": T.pool_imu, "inputs": n_in},
                 "network_config": fc.to_json()}
         out_file.parent.mkdir(parents=True, exist_ok=True)
         net.save(out_file, info)
@@ -180,9 +187,10 @@ def _feature_cache(cfg, fc, fingerprint: str, recs: np.ndarray, reader):
     return FeatureCache(path, recs, n_blocks, cfg.trainer.tbptt_steps, fc.n_camera, fc.beams, fc.n_imu, fc.n_level)
 
 
-def _input_stats(encoder, exp, cfg, recs: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, float]:
-    """The training split's per-feature mean and std over the steps that count (std 1 where a
-    feature never varies), and the seconds it took: one pass that also fills ``cache``."""
+def _input_stats(encoder, exp, cfg, recs: np.ndarray, cache, pool=None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The training split's per-input mean and std over the steps that count (std 1 where an
+    input never varies; the inputs: the features, or ``features @ pool``), and the seconds it
+    took: one pass that also fills ``cache``."""
     from pipeline.train.stream import batches, stream
 
     T = cfg.trainer
@@ -191,6 +199,7 @@ def _input_stats(encoder, exp, cfg, recs: np.ndarray, cache) -> tuple[np.ndarray
     for blk in stream(str(exp.store), encoder, batches(recs, T.batch_recordings, None), exp.reader.n_steps,
                       T.tbptt_steps, cfg.data, cache=cache):
         x = blk.x[blk.use].astype(np.float64)
+        x = x if pool is None else x @ pool
         total = x.sum(0) if total is None else total + x.sum(0)
         sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
         n += len(x)

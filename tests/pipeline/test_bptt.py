@@ -27,14 +27,16 @@ def cfg(store, tmp_path, mlflow_uri):
     return make
 
 
-@pytest.mark.parametrize(("kind", "ltc_sensory"), [("fusion", None), ("ltc", None), ("ltc", 7), ("lif", None)])
-def test_export_gives_the_torch_models_outputs_in_float64(store, kind, ltc_sensory):
+@pytest.mark.parametrize(("kind", "ltc_sensory", "pool"), [
+    ("fusion", None, None), ("ltc", None, None), ("ltc", 7, None), ("lif", None, None), ("fusion", None, (4, 10, True)),
+    ("fusion", None, (3, 7, False)), ("lif", None, (8, 1, True)), ("ltc", 7, (8, 10, True))])
+def test_export_gives_the_torch_models_outputs_in_float64(store, kind, ltc_sensory, pool):
     from kernels import get_backend
     from kernels.network import FusionNetwork
     from pipeline.config import ModelConfig
     from pipeline.core.network import Geometry, fusion_config
     from pipeline.data import MicroBatch, open_reader, read_batch
-    from pipeline.train.torch_model import build, export
+    from pipeline.train.torch_model import build, export, pool_matrix
 
     mc = ModelConfig(kind=kind, hidden=10, lif_units=12, backbone_units=8, dtype="float64", threshold=0.5,
                      ltc_sensory=ltc_sensory)
@@ -43,13 +45,15 @@ def test_export_gives_the_torch_models_outputs_in_float64(store, kind, ltc_senso
     b = read_batch(MicroBatch(store, (0, 8), (0, 60), 0), "fail")
     x, _ = FusionNetwork.init(fc, be).encode(b.camera, b.lidar, b.imu, camera_valid=b.camera_valid,
                                              lidar_valid=b.lidar_valid, imu_valid=b.imu_valid)
-    model = build(fc, seed=3, dtype="float64")
+    P = None if pool is None else pool_matrix(fc, *pool)  # (3, 7): blocks and sectors that do not divide
+    model = build(fc, seed=3, dtype="float64", pool=P)
+    n_in = fc.n_features if P is None else P.shape[1]
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
-        # the input standardisation export folds into the first layer: every feature moved and scaled
-        model.in_shift.copy_(torch.linspace(-0.3, 0.3, fc.n_features, dtype=torch.float64))
-        model.in_scale.copy_(torch.linspace(0.05, 3.0, fc.n_features, dtype=torch.float64))
+        # the input standardisation (and pooling) export folds into the first layer: every input moved and scaled
+        model.in_shift.copy_(torch.linspace(-0.3, 0.3, n_in, dtype=torch.float64))
+        model.in_scale.copy_(torch.linspace(0.05, 3.0, n_in, dtype=torch.float64))
         y, spikes, _ = model(torch.from_numpy(np.asarray(x)), (None, None))
     scale, shift = np.array([0.7, 0.2, 1.0]), np.array([1.5, 0.0, 0.0])
     net = export(model, fc, be, scale=scale, shift=shift)
@@ -62,6 +66,27 @@ def test_export_gives_the_torch_models_outputs_in_float64(store, kind, ltc_senso
     if spikes is not None:
         assert spikes.sum() > 0  # the spiking path was exercised
         np.testing.assert_array_equal(out.spike_counts, spikes.numpy().sum(-1))
+
+
+def test_input_pooling_groups_the_features_and_refuses_an_ltc_without_projection():
+    from kernels.fusion_config import FusionConfig
+    from pipeline.config import ConfigError
+    from pipeline.train.torch_model import pool_matrix
+
+    fc = FusionConfig()
+    assert pool_matrix(fc) is None
+    P = pool_matrix(fc, 4, 10, True)  # 8 x 8 camera blocks, 36 sectors, 6 IMU channels, 6 levels
+    assert P.shape == (fc.n_features, 64 + 36 + 6 + 6)
+    assert ((P > 0).sum(1) == 1).all() and np.allclose(P.sum(0), 1.0)  # each input the mean of its group
+    assert P[[0, 3, 32 * 3 + 3], 0].tolist() == [1 / 16] * 3 and P[4, 1] == 1 / 16  # block (0, 0), then (0, 1)
+    assert (P[1024:1034, 64] == 0.1).all() and P[1034, 65] == 0.1
+    imu = P[1384:1444, 100:106]
+    assert (imu[6 * 4 + 2] == np.eye(6)[2] / 10).all()  # sample 4, channel 2: the mean of channel 2
+    np.testing.assert_array_equal(P[1444:, 106:], np.eye(6))  # the level channels kept
+    # LTC's per-input synapses cannot absorb P; its input projection (model=ltc) can.
+    with pytest.raises(ConfigError, match="model.ltc_sensory.*set model.ltc_sensory"):
+        compose_config(["task=train", "trainer=bptt", "model.kind=ltc", "trainer.pool_lidar=10"])
+    assert compose_config(["task=train", "trainer=bptt", "model=ltc", "trainer.pool_lidar=10"]).trainer.pooled
 
 
 def test_training_lowers_the_loss_is_reproducible_and_resumes(cfg, tmp_path):

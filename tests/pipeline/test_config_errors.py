@@ -22,6 +22,8 @@ BAD_VALUES = [
     ("scaling.n_workers=-1", "config scaling.n_workers=-1"),
     ("cluster.malloc_mmap_threshold_mib=64", "config cluster.malloc_mmap_threshold_mib=64: must be 0 (leave alone) to 32"),
     # Hydra's `+` adds a key the schema lacks (a typo would be silently ignored): refused.
+    ("trainer.pool_camera=0", "config trainer.pool_camera=0: must be an integer >= 1"),
+    ("trainer.pool_imu=true", "config trainer.kind='ridge': input pooling (trainer.pool_*) is for trainer=bptt only"),
     ("+model.hiden=3", "config model.hiden=3: no such key in ModelConfig"),
 ]
 # Keys or types the schema does not have: Hydra refuses to compose, naming the key.
