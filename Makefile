@@ -35,9 +35,8 @@ train: $(STAMP)
 	$(VENV)/bin/neuroliquid experiment=train_bptt
 
 ui: $(STAMP)
-	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (a run's own link opens its page;"
-	@echo "  switch to 'Model training' at the top left once: MLflow 3.17 opens experiments in its GenAI view otherwise)"
-	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
+	@echo "MLflow UI on http://127.0.0.1:5000 (experiments open in its model-training view: pipeline/core/mlflow_ui.py)"
+	$(VENV)/bin/mlflow ui --app-name neuroliquid --host 127.0.0.1 --port 5000 \
 	    --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 	    --default-artifact-root $(CURDIR)/mlruns/artifacts
 

@@ -5,7 +5,8 @@ both packages with apt when missing).
 One short batch run through the command line; while it goes, the Dask dashboard's
 ``/status`` page must render its Bokeh plots (drawn over a websocket: the test waits for
 the plot canvases, not for a time budget); afterwards the MLflow UI, started on 127.0.0.1
-against the run's store, must open the experiment in the model-training view and show the
+against the run's store as ``make ui`` starts it, must open the experiment (by its plain
+address) in the model-training view, keep a user's own choice of view, and show the
 run's name and key figures, and serve its PNG artifact.  Screenshots go to ``tmp_path``.
 Asserts only stable, user-visible text of the mlflow minor series pinned in pyproject.toml.
 """
@@ -98,7 +99,8 @@ def test_dashboard_and_mlflow_ui_render_the_run(store, mlflow_uri, tmp_path):
     port = _free_port()
     # The MLflow UI (as `make ui` starts it), on 127.0.0.1, started first: it takes seconds.
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "neuroliquid", "--host", "127.0.0.1",
+         "--port", str(port),
          "--workers", "1", "--backend-store-uri", f"sqlite:///{db}", "--default-artifact-root",
          str(tmp_path / "artifacts")], stdout=(tmp_path / "mlflow-ui.log").open("w"), stderr=subprocess.STDOUT,
         env=env, start_new_session=True)
@@ -133,21 +135,31 @@ def test_dashboard_and_mlflow_ui_render_the_run(store, mlflow_uri, tmp_path):
         assert r.info.status == "FINISHED"
         base = f"http://127.0.0.1:{port}"
         _wait("the MLflow UI", lambda: urllib.request.urlopen(f"{base}/health", timeout=2).status == 200, 90)
-        # The experiment, by the link the run prints: model-training view (Runs, Models), the run listed.
-        # (MLflow 3.17's UI takes the view from the link's workflowType, not from the tag.)
+        # The experiment by its plain address, as a user clicks it in the list: the model-training
+        # view (Runs, Models), the run listed.  MLflow 3.17's UI does not read the tag; `make ui`'s
+        # app (pipeline/core/mlflow_ui.py) makes model training the browser's default view.
         exp = r.info.experiment_id
         from mlflow.tracking import MlflowClient
 
         assert MlflowClient(mlflow_uri).get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
         assert f"/#/experiments/{exp}/runs/{r.info.run_id}?workflowType=machine_learning" in log.read_text()
-        driver.get(f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning")
         body = lambda: driver.find_element("tag name", "body").text  # noqa: E731
-        _wait("the run in the runs list", lambda: "ui" in body().split() and "Loading..." not in body(), 60,
-              driver, tmp_path / "experiment-timeout.png")
-        driver.save_screenshot(str(tmp_path / "experiment.png"))
-        nav = body().splitlines()
-        assert "Runs" in nav and "Models" in nav, nav[:30]
+
+        def experiment_page(shot: str) -> list[str]:
+            driver.get(f"{base}/#/experiments/{exp}")
+            _wait("the experiment page", lambda: ("ui" in body().split() or "Sessions" in body().splitlines())
+                  and "Loading..." not in body(), 60, driver, tmp_path / f"{shot}-timeout.png")
+            driver.save_screenshot(str(tmp_path / f"{shot}.png"))
+            return body().splitlines()
+
+        nav = experiment_page("experiment")
+        assert "Runs" in nav and "Models" in nav and "ui" in " ".join(nav).split(), nav[:30]
         assert "Sessions" not in nav and "Prompts" not in nav, nav[:30]  # not the GenAI view
+        # A user's own choice of view is kept (here: the GenAI view, as set by MLflow's switch).
+        driver.execute_script('localStorage.setItem("mlflow.workflowType_v1", JSON.stringify("genai"))')
+        driver.get("about:blank")
+        assert "Sessions" in experiment_page("experiment-genai")
+        driver.execute_script('localStorage.setItem("mlflow.workflowType_v1", JSON.stringify("machine_learning"))')
         # The run page: its name and key figures.
         driver.get(f"{base}/#/experiments/{exp}/runs/{r.info.run_id}?workflowType=machine_learning")
         keys = ("throughput_seq_per_s", "batch_latency_p50_ms", "batch_latency_p99_ms", "energy.modelled_j_per_sequence",
