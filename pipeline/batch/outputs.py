@@ -168,8 +168,9 @@ def check_resumable(path: Path, fingerprints: dict[str, str], fingerprinted: dic
         if k == "config" and fingerprinted is not None and run_attrs.get("fingerprinted"):
             old = json.loads(run_attrs["fingerprinted"])
             now = json.loads(json.dumps(fingerprinted, default=str))
-            keys = sorted(key for key in set(old) | set(now) if old.get(key) != now.get(key))
-            details += [f"{key}: stored {old.get(key)!r}, now {now.get(key)!r}" for key in keys]
+            keys = sorted(key for key in set(old) | set(now) if key not in old or key not in now
+                          or old[key] != now[key])
+            details += [f"{key}: stored {_recorded(old, key)}, now {_recorded(now, key)}" for key in keys]
         elif k == "backend":
             details.append(f"backend: stored {stored.get(k)!r}, now {fingerprints.get(k)!r}")
         else:
@@ -179,6 +180,10 @@ def check_resumable(path: Path, fingerprints: dict[str, str], fingerprinted: dic
         f"resume: {path} was written by a different run: {', '.join(diff)} differ: " + "; ".join(details)
         + ". Resume restores the run's own settings: leave these overrides out (docs/pipeline.md, Resume)"
     )
+
+
+def _recorded(settings: dict, key: str) -> str:
+    return repr(settings[key]) if key in settings else "not recorded (another code version)"
 
 
 def code_version_note(path: Path, commit: str) -> str | None:

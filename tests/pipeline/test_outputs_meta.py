@@ -40,6 +40,10 @@ def test_refusal_names_each_differing_setting_with_both_values(tmp_path):
     msg = str(info.value)
     assert "config differ: model.hidden: stored 64, now 128" in msg and "data.policy" not in msg
     outputs.check_resumable(path, {"config": "aaa", "input": "in", "weights": "w", "backend": "numpy"})
+    # A setting a newer code version fingerprints (and the store never recorded) is named too.
+    with pytest.raises(outputs.ResumeError, match="model.ltc_sensory: stored not recorded .another code version., "
+                                                  "now None"):
+        outputs.check_resumable(path, now, {"model.hidden": 64, "data.policy": "fail", "model.ltc_sensory": None})
 
 
 def test_explicit_keys_are_what_the_command_line_set():
