@@ -138,6 +138,8 @@ def _chunk_files(out: Path, regions) -> dict[str, tuple[int, int]]:
         parts = f.relative_to(out).parts
         if f.is_file() and "c" in parts:
             idx = parts[parts.index("c") + 1:]
+            if not all(p.isdigit() for p in idx):  # zarr's temporary "<n>.<uuid>.partial" of a killed write
+                continue
             if len(idx) >= 2 and (int(idx[0]), int(idx[1])) in regions:  # 1-d: coordinates
                 st = f.stat()
                 files[str(f.relative_to(out))] = (st.st_ino, st.st_mtime_ns)

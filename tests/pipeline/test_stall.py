@@ -122,8 +122,11 @@ def test_load_requests_on_a_stopped_worker_fail_at_the_deadline_and_it_is_replac
     # counted at the deadline, not when (if ever) the worker answers (a request may have
     # waited for an in-flight slot before its batch left: loose bound on a loaded box)
     assert (served.completion_s[failed] - served.release_s[failed]).max() < 2.0 + 3.0
+    # The arrival loop never waits on the stopped worker: that would hold releases until the
+    # 2 s in-flight deadline (or for ever); under 1.5 s leaves room for a busy 2-core box
+    # (1.1 s seen once in a full suite, 0.5 s bound).
     lag = served.release_s - served.reqs.arrival_s
-    assert lag.max() < 0.5, lag.max()
+    assert lag.max() < 1.5, lag.max()
     deadline = time.perf_counter() + 30
     while not sup.retired and time.perf_counter() < deadline:
         time.sleep(0.1)
