@@ -43,8 +43,6 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int, scoring: 
     share of the baselines (:mod:`pipeline.core.baselines`).  ``max_age``: ``data.max_age``
     (stale camera/LIDAR samples are invalid input, counted in ``stale``).  Scores go back as small
     mergeable parts (:mod:`pipeline.core.metrics`), never as tensors."""
-    from distributed import get_worker
-
     from pipeline.core.worker_setup import worker_network
     from pipeline.data import open_reader, read_batch
     from pipeline.data.reader import SEQUENTIAL_CACHE_BYTES
@@ -53,7 +51,7 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int, scoring: 
     writer = _writer(out)
     k = mb.block
     if not force and writer.is_done(group, k):
-        return {"skipped": True, "worker": get_worker().address, "group": group, "block": k}
+        return {"skipped": True}
     net = worker_network()
     if k > 0:
         prev_state, prev_quarantined = writer.read_state(group, k - 1)
@@ -97,7 +95,7 @@ def run_region(mb, out: str, policy: str, imu_window: int, group: int, scoring: 
     ops = net.last_ops
     scored = _score(batch, y, scoring) if scoring is not None else {}
     return {**scored,
-        "worker": get_worker().address, "started_at": started_at,  # wall clock, for the driver's latency
+        "started_at": started_at,  # wall clock, for the driver's latency
         "group": group, "block": k, "recordings": B, "steps": len(batch.steps),
         "valid_steps": int(valid.sum()), "read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2,
         "forward_s": forward_s,

@@ -3,7 +3,8 @@
 Plan the store's (recording group x time block) regions, create the output store once,
 start the cluster with a worker plugin that loads the weights, run the regions' chains
 through Dask (all submitted up front, :mod:`pipeline.batch.chains`), and log the run to
-MLflow (only this driver process writes to MLflow).  ``resume=<run>`` re-executes only regions without a marker.
+MLflow (only this driver process writes to MLflow).  ``resume=<run>`` re-executes only
+regions without a marker.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def run(cfg: Config) -> dict:
     has_targets = "targets" in reader.arrays
     base_path = baselines.cache_path(cfg.paths.output_dir, prints["input"], split["digest"], cfg.eval.split,
                                      cfg.trainer.lambdas)
+    stale: dict[tuple[int, int], str] = {}  # regions marked done whose chunks are not all there
     if cfg.resume:
         outputs.check_resumable(out_path, prints, fingerprinted(cfg))
         if note := outputs.code_version_note(out_path, commit):
@@ -161,7 +163,7 @@ def run(cfg: Config) -> dict:
             print(f"resume: region g{g} b{k} is marked done but {why}: running it again")
             done[g, k] = False
     exp.weights.commit()  # the checks have passed: the first thing this run writes
-    if cfg.resume and stale:
+    if stale:
         markers.clear_done(out_path, sorted(stale))  # a marked region's task would skip
     if not cfg.resume:
         outputs.create(out_path, layout, step_ns=(np.arange(n_steps) + 1) * reader.step_ns,

@@ -15,8 +15,9 @@ batch (mlech26l/ncps#83): no timespans are passed (1.0 per step, as the kernels 
 Training sees standardised inputs (``shift``, ``scale``: fixed buffers, the training split's
 per-feature mean and std) and standardised speed and yaw rate and the obstacle logit;
 :func:`export` folds the input standardisation into the first layer (CfC ``w_x``/``b_x``,
-LTC's input projection or, without one, its affine input map, or the LIF synapse) and the target scaling into the readout, so the
-kernels run on the encoders' own features and their ``y`` is in physical units.
+LTC's input projection or, without one, its affine input map, or the LIF synapse) and the
+target scaling into the readout, so the kernels run on the encoders' own features and
+their ``y`` is in physical units.
 Optionally (``trainer.pool_*``, :func:`pool_matrix`) the first layer reads fixed pooled inputs
 ``x P`` (camera pixels in blocks, LIDAR beams in sectors, IMU events per channel: fewer, less
 noisy inputs, i.e. weight tying); the export folds ``P`` too (``W = P W'``), so the kernels'
