@@ -8,7 +8,7 @@ batch application, or the load test under ``load=seed_phases`` (``experiment=see
 ``resume=<run>`` restores the interrupted run's own configuration from its output store
 (:func:`resume_config`): only what is given on the command line is taken from it.
 SIGTERM is handled like Ctrl-C (KeyboardInterrupt: the run stops, says how to resume, and
-its MLflow run is marked KILLED).  A configuration, resume, tracking or connection error
+its MLflow run is marked KILLED), and neither is lost (:mod:`pipeline.core.interrupts`).  A configuration, resume, tracking or connection error
 is one line on stderr (exit status 2); ``HYDRA_FULL_ERROR=1`` shows the traceback.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import PROJECT_ROOT, Config
+from pipeline.core import interrupts
 
 TASKS: dict[str, str] = {
     "run": "pipeline.batch.run:run",
@@ -109,10 +109,6 @@ def resume_config(cfg: Config, dcfg: DictConfig, defaults: dict, overrides: list
     return restored
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
-
-
 # Errors a user fixes by changing the command line or the environment: one line each.
 def _user_errors() -> tuple[type[BaseException], ...]:
     from pipeline.batch.outputs import ResumeError
@@ -130,8 +126,7 @@ def main(dcfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _sigterm)
+    interrupts.install()
     full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         cfg = OmegaConf.to_object(dcfg)
@@ -149,6 +144,7 @@ def main(dcfg: DictConfig) -> None:
             cfg.tracking.parent_run_id = read_parent_run_id(hc.sweep.dir)
         run_task(cfg)
     except KeyboardInterrupt:
+        interrupts.handled()
         sys.exit(130)  # the task said what was done and how to resume
     except _user_errors() as exc:
         if full:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.core import interrupts
 from pipeline.core.pool import PoolSampler, processing_on
 
 POLL_S = 1.0  # how often, while waiting, the deadline asks the scheduler what runs where
@@ -154,6 +155,7 @@ def stream_chains(client, chains: Sequence[Sequence[tuple[str, tuple]]], fn: Cal
     def completed() -> Iterator:
         """Futures as they complete; deadlines checked while none does."""
         while True:
+            interrupts.check()  # a Ctrl-C whose KeyboardInterrupt a Future.__del__ swallowed
             if ac.has_ready():
                 yield from ac.next_batch(block=False)
             elif ac.is_empty():

@@ -1,14 +1,13 @@
 """``load=seed_phases``: the seed report's load test, open loop, honestly measured.
 
-Requests (one ``window_steps`` window of one recording, from zero state) arrive on each
-phase's schedule whether or not the pool keeps up.  A micro-batcher groups arrived
-requests like Triton's dynamic batching: a batch leaves when it is full or its oldest
-request has waited ``max_wait_ms``, and only while fewer than two batches per worker
-are in flight (otherwise requests keep queueing and later batches grow); it fills a
-batch with requests from the oldest request's store shard first.  Under Dask's own
-Adaptive (``scaling=adaptive``) the cap is two batches per worker of ``scaling.maximum``
-workers, whatever the pool now: the scheduler only scales on work it can see, so the
-backlog must reach its queue, not wait in this client (``inflight_cap``).
+Requests (one ``window_steps`` window of one recording, from zero state) arrive on each phase's
+schedule whether or not the pool keeps up.  A micro-batcher groups arrived requests like
+Triton's dynamic batching: a batch leaves when it is full or its oldest request has waited
+``max_wait_ms``, and only while fewer than two batches per worker are in flight (otherwise
+requests keep queueing and later batches grow); it fills a batch with requests from the oldest
+request's store shard first.  Under Dask's own Adaptive (``scaling=adaptive``) the cap is two
+batches per worker of ``scaling.maximum`` workers, whatever the pool now: the scheduler only
+scales on work it can see, so the backlog must reach its queue, not wait in this client.
 
 Latency = completion (when this client sees the result) - the request's *scheduled*
 arrival, on one monotonic clock, so neither queueing nor a late generator hides (no
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernels.params import OpCounts
+from pipeline.core import interrupts
 from pipeline.loadtest.batcher import inflight_cap, take_batch
 from pipeline.loadtest.report import RequestRecord
 from pipeline.loadtest.schedule import Requests, concat
@@ -171,10 +171,7 @@ def run_schedule(client, plans: list[tuple], cfg, store: str, clock, completions
     ops = [OpCounts() for _ in range(n_phases)]
     busy = [0.0] * n_phases
     counted = [0] * n_phases
-    finished = 0
-    batch_id = 0
-    next_phase = 0
-    misses = 0
+    finished = batch_id = next_phase = misses = 0
     expired: dict = {}
     submitter = Submitter(client, completions, fn, (store, L.window_steps, cfg.data.policy, cfg.data.imu_window,
                                                        cfg.data.max_age))
@@ -239,6 +236,7 @@ def run_schedule(client, plans: list[tuple], cfg, store: str, clock, completions
             if inflight:
                 wake.append(min(sent for _, sent in inflight.values()) + inflight_timeout_s)
             timeout = min(max(min(wake, default=now + 0.05) - clock(), 0.0002), 0.05)
+            interrupts.check()  # a Ctrl-C whose KeyboardInterrupt was swallowed (see the module)
             try:
                 t_done, fut = completions.done.get(timeout=timeout)
             except queue.Empty:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.core import interrupts
 
 
 def run(cfg: Config) -> dict:
@@ -64,6 +65,7 @@ def run(cfg: Config) -> dict:
             for n_done, fut in enumerate(as_completed(futs), 1):
                 r = fut.result()
                 fut.release()
+                interrupts.check()
                 train, val = train + RidgeSums(**r[0]), val + RidgeSums(**r[1])
                 read_s, compute_s = read_s + r["read_s"], compute_s + r["compute_s"]
                 print(f"\r  {n_done}/{len(groups)} groups, {time.perf_counter() - t0:.1f} s", end="", flush=True)

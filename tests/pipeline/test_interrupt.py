@@ -137,3 +137,34 @@ def test_interrupt_on_address_cluster_leaves_the_users_workers(store, mlflow_uri
         assert not left
     (r,) = mlflow_runs(tracking_uri(tmp_path))
     assert r.info.status == "KILLED"
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_at_the_next_check(monkeypatch):
+    """The CI failure behind pipeline.core.interrupts: SIGINT arrived while a Dask Future's
+    ``__del__`` ran, Python printed "Exception ignored" and the run finished with exit 0."""
+    from pipeline.core import interrupts
+
+    swallowed: list[type] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))
+
+    class Finalizer:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(100_000))  # the handler runs here, between two bytecodes of __del__
+
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+        Finalizer()  # Python's own handler: the interrupt is lost
+        interrupts.check()
+        assert swallowed == [KeyboardInterrupt]
+        interrupts.install()
+        Finalizer()
+        assert swallowed == [KeyboardInterrupt] * 2  # swallowed again, but recorded
+        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+            interrupts.check()
+        interrupts.check()  # raised once
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+        interrupts.handled()
