@@ -176,10 +176,11 @@ class _ClosedDashboardTab(logging.Filter):
 
 
 class _TabClosedBeforeSession(logging.Filter):
-    """Drops Tornado's "Uncaught exception GET /status/ws" when a dashboard tab's websocket
-    closes before Bokeh created its session (a tab opened and closed, or navigated away, in
-    the first moments): Bokeh's ``on_close`` then trips its own ``assert self._session is not
-    None`` in ``bokeh/server/connection.py``.  Only that exception, raised there, is dropped."""
+    """Drops what Bokeh's own ``assert self._session is not None`` (``bokeh/server/connection.py``)
+    logs when a dashboard tab closes or navigates away while its connection has no session:
+    Tornado's "Uncaught exception GET /status/ws" (closed before the session was created) and
+    Bokeh's "error handling message" for an update the tab sent as it went (seen in CI).
+    Only that exception, raised there, is dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -190,6 +191,19 @@ class _TabClosedBeforeSession(logging.Filter):
             tb = tb.tb_next
         where = "" if tb is None else tb.tb_frame.f_code.co_filename.replace("\\", "/")
         return not where.endswith("bokeh/server/connection.py")
+
+
+def quiet_dashboard_logs() -> None:
+    """Dask's INFO chatter (scheduler, nanny, worker start/stop) would bury the run's output,
+    and a dashboard tab the user closes is not an error: this process's loggers say neither."""
+    for name in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    ws = logging.getLogger("bokeh.server.views.ws")
+    if not any(isinstance(f, _ClosedDashboardTab) for f in ws.filters):
+        ws.addFilter(_ClosedDashboardTab())
+    for app in map(logging.getLogger, ("tornado.application", "bokeh.server.protocol_handler")):
+        if not any(isinstance(f, _TabClosedBeforeSession) for f in app.filters):
+            app.addFilter(_TabClosedBeforeSession())
 
 
 @contextlib.contextmanager
@@ -204,15 +218,7 @@ def open_client(cfg, *, n_workers: int, shared_paths: list[Path] = (), adaptive:
     import dask
     from distributed import Client
 
-    # Dask's INFO chatter (scheduler, nanny, worker start/stop) would bury the run's output.
-    for name in ("distributed", "bokeh", "tornado"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    ws = logging.getLogger("bokeh.server.views.ws")
-    if not any(isinstance(f, _ClosedDashboardTab) for f in ws.filters):
-        ws.addFilter(_ClosedDashboardTab())
-    app = logging.getLogger("tornado.application")
-    if not any(isinstance(f, _TabClosedBeforeSession) for f in app.filters):
-        app.addFilter(_TabClosedBeforeSession())
+    quiet_dashboard_logs()
     env = dict(WORKER_ENV if env is None else env)
     # Worker processes that local clusters spawn (now, or later when a pool grows) start
     # with the configured malloc settings: glibc reads them once, at process start.

@@ -58,7 +58,7 @@ DEFAULT_RUN_NAME = "{model}-h{hidden}-{backend}-{data}-{time}-{hex}"
 def run_name(cfg: Config, prefix: str) -> str:
     """``resume`` when given; else ``tracking.run_name``, a fixed name or a template with
     ``{model} {hidden} {backend} {data} {task} {experiment} {time} {hex}`` (default
-    :data:`DEFAULT_RUN_NAME`, e.g. ``fusion-h128-numpy-demo-20261202-013000-a3f9``; tasks
+    :data:`DEFAULT_RUN_NAME`, e.g. ``fusion-h128-numpy-demo-20261202-013000-a3f90c``; tasks
     other than the batch run put ``<prefix>-`` in front: ``load-``, ``train-``)."""
     if cfg.resume:
         return cfg.resume
@@ -68,7 +68,7 @@ def run_name(cfg: Config, prefix: str) -> str:
     fields = {"task": prefix, "model": cfg.model.kind, "hidden": cfg.model.hidden,
               "backend": resolved_backend(cfg.backend.name), "data": Path(cfg.data.path).name.removesuffix(".zarr"),
               "experiment": cfg.tracking.experiment, "time": time.strftime("%Y%m%d-%H%M%S"),
-              "hex": secrets.token_hex(2)}
+              "hex": secrets.token_hex(3)}  # 1 in 16.7 M that two runs of one second collide
     return template.format(**fields)
 
 

@@ -101,3 +101,40 @@ def test_a_dashboard_tab_closed_before_its_session_is_not_an_error_but_other_err
     assert f.filter(record("assert None is not None", "/site-packages/bokeh/server/views/ws.py"))
     assert f.filter(record("raise ValueError('a real bug')", bokeh))
     assert f.filter(logging.LogRecord("tornado.application", logging.ERROR, "web.py", 1, "no exception", (), None))
+
+
+def test_an_update_from_a_closing_dashboard_tab_is_not_an_error_but_a_failing_update_is(caplog):
+    """Bokeh's real handler, given an update (PATCH-DOC) on a connection whose session is gone
+    (the tab closed as it sent it: seen in CI as a traceback in the run's output)."""
+    import asyncio
+    import types
+
+    from bokeh.protocol import Protocol
+    from bokeh.protocol.messages.patch_doc import patch_doc
+    from bokeh.server.connection import ServerConnection
+    from bokeh.server.protocol_handler import ProtocolHandler
+
+    from pipeline.core.cluster import quiet_dashboard_logs
+
+    quiet_dashboard_logs()
+
+    def handle(session) -> None:
+        conn = ServerConnection(Protocol(), None, None, types.SimpleNamespace(subscribe=lambda c: None,
+                                                                             unsubscribe=lambda c: None))
+        if session is None:
+            conn.detach_session()
+        else:
+            conn._session = session
+        msg = patch_doc({"msgid": "1", "msgtype": "PATCH-DOC"}, {}, {"events": []})
+        asyncio.run(ProtocolHandler().handle(msg, conn))
+
+    with caplog.at_level(logging.ERROR, logger="bokeh.server.protocol_handler"):
+        handle(None)
+        assert caplog.records == []
+
+        def broken(message, connection):
+            raise ValueError("a real bug")
+
+        handle(types.SimpleNamespace(_handle_patch=broken))
+        (rec,) = caplog.records
+        assert rec.levelno == logging.ERROR and "a real bug" in rec.getMessage()

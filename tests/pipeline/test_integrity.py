@@ -8,6 +8,7 @@ Runs go to a module LocalCluster through ``cluster=address`` (no cluster start p
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -82,9 +83,10 @@ def _has_experiment(root: Path) -> bool:
 
 def test_default_run_names_differ_within_one_second(cfg):
     c = cfg()
-    names = {run_name(c, "run") for _ in range(50)}
+    names = {run_name(c, "run") for _ in range(20)}  # a random 24-bit suffix: 1 in 90,000 that two collide
     # Descriptive: model, hidden size, backend and input store tell runs apart in MLflow's lists.
-    assert len(names) == 50 and all(n.startswith(f"{c.model.kind}-h{c.model.hidden}-numpy-rec-") for n in names)
+    assert len(names) == 20 and all(re.fullmatch(rf"{c.model.kind}-h{c.model.hidden}-numpy-rec-\d{{8}}-\d{{6}}-[0-9a-f]{{6}}", n)
+                                    for n in names), names
     c.tracking.run_name = "{task}-{model}-x{hidden}"
     assert run_name(c, "load") == f"load-{c.model.kind}-x{c.model.hidden}"
 
