@@ -50,8 +50,9 @@ def ensure_store(cfg: Config) -> Path:
 
 
 # The default ``tracking.run_name`` template (placeholders: pipeline.config.tracking.RUN_NAME_FIELDS).
-# Its time and four random hex digits keep names unique: two runs started in the same
-# second (a sweep, two terminals) never share one.
+# Its time and six random hex digits tell runs apart: two started in the same second (a
+# sweep, two terminals) share a name 1 time in 16.7 million, and the second is then refused
+# (its output store exists), never written over the first.
 DEFAULT_RUN_NAME = "{model}-h{hidden}-{backend}-{data}-{time}-{hex}"
 
 
@@ -68,7 +69,7 @@ def run_name(cfg: Config, prefix: str) -> str:
     fields = {"task": prefix, "model": cfg.model.kind, "hidden": cfg.model.hidden,
               "backend": resolved_backend(cfg.backend.name), "data": Path(cfg.data.path).name.removesuffix(".zarr"),
               "experiment": cfg.tracking.experiment, "time": time.strftime("%Y%m%d-%H%M%S"),
-              "hex": secrets.token_hex(3)}  # 1 in 16.7 M that two runs of one second collide
+              "hex": secrets.token_hex(3)}
     return template.format(**fields)
 
 
